@@ -1,0 +1,63 @@
+"""A level of a multilevel program is plain data: parameters, optimizer, loss, schedule, reads."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+ParamDict = dict[str, torch.Tensor]
+# What a loss sees: level name -> that level's parameters. For the levels a loss `reads` these
+# are the one-step-unrolled values w' = w - xi * grad; for every other level the current ones.
+Params = Mapping[str, Mapping[str, torch.Tensor]]
+Batches = Mapping[str, Any]
+LossFn = Callable[[Params, Batches], torch.Tensor]
+
+
+@dataclass
+class Level:
+    """One level: it minimises `loss` over its own `params` with `optimizer` every `every` steps.
+
+    `reads` names the lower levels whose parameters `loss` depends on through their
+    one-step-unrolled updates; the upper level's hypergradient flows back through those updates.
+    `unroll_lr` is the virtual step size xi used when an upper level unrolls this one
+    (None: the optimizer's current learning rate, as DARTS does).
+    """
+
+    name: str
+    params: ParamDict
+    optimizer: torch.optim.Optimizer
+    loss: LossFn
+    reads: tuple[str, ...] = ()
+    every: int = 1
+    grad_clip: float | None = None
+    unroll_lr: float | None = None
+    scheduler: Any = None
+
+    def __post_init__(self) -> None:
+        if not self.name or not self.name.isidentifier():
+            raise ValueError(f"level name {self.name!r} must be a Python identifier")
+        if self.every < 1:
+            raise ValueError(f"level {self.name!r}: every={self.every} must be >= 1")
+        if not self.params:
+            raise ValueError(f"level {self.name!r} has no parameters")
+        for key, tensor in self.params.items():
+            if not tensor.requires_grad:
+                raise ValueError(f"level {self.name!r}: parameter {key!r} does not require grad")
+        self.reads = tuple(self.reads)
+
+    @property
+    def xi(self) -> float:
+        """The virtual step size used when unrolling this level."""
+        if self.unroll_lr is not None:
+            return self.unroll_lr
+        return float(self.optimizer.param_groups[0]["lr"])
+
+
+def params_view(
+    levels: Mapping[str, Level], replaced: Mapping[str, Mapping[str, torch.Tensor]]
+) -> dict[str, Mapping[str, torch.Tensor]]:
+    """Every level's current parameters, with the levels in `replaced` swapped out."""
+    return {name: replaced.get(name, level.params) for name, level in levels.items()}

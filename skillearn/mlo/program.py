@@ -1,0 +1,225 @@
+"""The multilevel engine: orders the levels, unrolls the lower ones, and steps each optimizer.
+
+A level's gradient is computed in three passes:
+1. forward: every level it (transitively) reads is unrolled one step, lowest first, each at the
+   unrolled values of the levels *it* reads;
+2. its own loss at those unrolled values gives the direct gradient and a cotangent v per read
+   level;
+3. reverse: each read level, highest first, turns its cotangent into contributions
+   -xi * grad_u <grad_w f, v> for the updating level's parameters and for the levels below it
+   (see `hypergrad`).
+With `first_order` the unrolled values are the current ones (xi = 0) and pass 3 is skipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from skillearn.mlo.hypergrad import global_norm, mixed_vjp_exact, mixed_vjp_finite_difference
+from skillearn.mlo.level import Batches, Level, ParamDict, params_view
+from skillearn.mlo.unroll import virtual_step
+
+METHODS = ("first_order", "finite_difference", "exact")
+ORDERS = ("bottom_up", "top_down")
+
+
+class MultilevelProgram:
+    """An ordered list of levels (lowest first) and the hypergradient method they share.
+
+    `order="bottom_up"` updates the lowest level first (the papers' Algorithm 1);
+    `order="top_down"` updates the highest first, as the DARTS code does.
+    """
+
+    def __init__(
+        self,
+        levels: Sequence[Level],
+        method: str = "finite_difference",
+        order: str = "bottom_up",
+        fd_radius: float = 0.01,
+    ) -> None:
+        if method not in METHODS:
+            raise ValueError(f"unknown hypergradient method {method!r}; use one of {METHODS}")
+        if order not in ORDERS:
+            raise ValueError(f"unknown update order {order!r}; use one of {ORDERS}")
+        self.levels: dict[str, Level] = {}
+        for level in levels:
+            if level.name in self.levels:
+                raise ValueError(f"two levels are named {level.name!r}")
+            for read in level.reads:
+                if read not in self.levels:
+                    raise ValueError(
+                        f"level {level.name!r} reads {read!r}, which is not a lower level; "
+                        "list levels lowest first"
+                    )
+            self.levels[level.name] = level
+        self.method = method
+        self.order = order
+        self.fd_radius = fd_radius
+        self.iteration = 0
+
+    # ----------------------------------------------------------------------------------------
+    def step(self, batches: Batches) -> dict[str, torch.Tensor]:
+        """One multilevel iteration: every level that is due takes one optimizer step.
+
+        Returns each stepped level's loss (detached tensors: no host sync on the hot path).
+        """
+        names = list(self.levels)
+        if self.order == "top_down":
+            names.reverse()
+        losses: dict[str, torch.Tensor] = {}
+        for name in names:
+            level = self.levels[name]
+            if self.iteration % level.every:
+                continue
+            grads, loss = self.gradient(name, batches)
+            self._apply(level, grads)
+            losses[name] = loss
+        self.iteration += 1
+        return losses
+
+    def end_epoch(self) -> None:
+        """Advance every level's learning-rate schedule."""
+        for level in self.levels.values():
+            if level.scheduler is not None:
+                level.scheduler.step()
+
+    # ----------------------------------------------------------------------------------------
+    def gradient(
+        self, name: str, batches: Batches, method: str | None = None
+    ) -> tuple[ParamDict, torch.Tensor]:
+        """The (hyper)gradient of level `name`'s loss with respect to its parameters."""
+        method = method or self.method
+        if method not in METHODS:
+            raise ValueError(f"unknown hypergradient method {method!r}; use one of {METHODS}")
+        level = self.levels[name]
+        closure = self._closure(name)
+        unrolled = self._unroll(closure, batches, first_order=method == "first_order")
+
+        own_keys = list(level.params)
+        own = [level.params[k] for k in own_keys]
+        leaves = {
+            read: {k: t.detach().requires_grad_(True) for k, t in unrolled[read].items()}
+            for read in level.reads
+        }
+        with torch.enable_grad():
+            loss = level.loss(params_view(self.levels, leaves), batches)
+            read_tensors = [t for read in level.reads for t in leaves[read].values()]
+            grads = torch.autograd.grad(loss, own + read_tensors, allow_unused=True)
+        hyper = [torch.zeros_like(p) if g is None else g for p, g in zip(own, grads, strict=False)]
+        if method == "first_order" or not closure:
+            return dict(zip(own_keys, hyper, strict=True)), loss.detach()
+
+        cotangents: dict[str, list[torch.Tensor]] = {}
+        offset = len(own)
+        for read in level.reads:
+            keys = list(leaves[read])
+            cotangents[read] = [
+                torch.zeros_like(leaves[read][k]) if g is None else g
+                for k, g in zip(keys, grads[offset : offset + len(keys)], strict=True)
+            ]
+            offset += len(keys)
+
+        for lower_name in reversed(closure):
+            v = cotangents.pop(lower_name, None)
+            if v is None:
+                continue
+            lower = self.levels[lower_name]
+            below = [r for r in lower.reads if r in unrolled]
+            below_leaves = {
+                r: {k: t.detach().requires_grad_(True) for k, t in unrolled[r].items()}
+                for r in below
+            }
+            inputs = own + [t for r in below for t in below_leaves[r].values()]
+            contributions = self._mixed_vjp(lower, below_leaves, batches, v, inputs, method)
+            xi = lower.xi
+            for i in range(len(own)):
+                hyper[i] = hyper[i] - xi * contributions[i]
+            offset = len(own)
+            for r in below:
+                n = len(below_leaves[r])
+                part = [-xi * c for c in contributions[offset : offset + n]]
+                offset += n
+                if r in cotangents:
+                    cotangents[r] = [a + b for a, b in zip(cotangents[r], part, strict=True)]
+                else:
+                    cotangents[r] = part
+        return dict(zip(own_keys, hyper, strict=True)), loss.detach()
+
+    def hypergradient_gap(self, name: str, batches: Batches) -> torch.Tensor:
+        """Relative gap ||g_fd - g_exact|| / ||g_exact|| of level `name` on one batch.
+
+        Cheap to log once an epoch; on ReLU supernets the finite difference can be far off.
+        """
+        fd, _ = self.gradient(name, batches, method="finite_difference")
+        exact, _ = self.gradient(name, batches, method="exact")
+        diff = [fd[k] - exact[k] for k in exact]
+        return global_norm(diff) / (global_norm(list(exact.values())) + 1e-12)
+
+    # ----------------------------------------------------------------------------------------
+    def _closure(self, name: str) -> list[str]:
+        """Levels that `name` reads directly or through other reads, lowest first."""
+        seen: set[str] = set()
+        stack = list(self.levels[name].reads)
+        while stack:
+            read = stack.pop()
+            if read not in seen:
+                seen.add(read)
+                stack.extend(self.levels[read].reads)
+        return [n for n in self.levels if n in seen]
+
+    def _unroll(
+        self, closure: list[str], batches: Batches, first_order: bool
+    ) -> dict[str, ParamDict]:
+        """w' for every level in `closure`, lowest first (the current w when first order)."""
+        unrolled: dict[str, ParamDict] = {}
+        for name in closure:
+            level = self.levels[name]
+            if first_order:
+                unrolled[name] = {k: t.detach() for k, t in level.params.items()}
+                continue
+            replaced = {r: unrolled[r] for r in level.reads}
+            keys = list(level.params)
+            with torch.enable_grad():
+                loss = level.loss(params_view(self.levels, replaced), batches)
+                grads = torch.autograd.grad(loss, [level.params[k] for k in keys],
+                                            allow_unused=True)
+            grad_dict = {
+                k: torch.zeros_like(level.params[k]) if g is None else g
+                for k, g in zip(keys, grads, strict=True)
+            }
+            unrolled[name] = virtual_step(level, grad_dict)
+        return unrolled
+
+    def _mixed_vjp(
+        self,
+        lower: Level,
+        below: dict[str, ParamDict],
+        batches: Batches,
+        v: list[torch.Tensor],
+        inputs: list[torch.Tensor],
+        method: str,
+    ) -> list[torch.Tensor]:
+        keys = list(lower.params)
+        w = [lower.params[k] for k in keys]
+
+        def loss_at(w_values: Sequence[torch.Tensor]) -> torch.Tensor:
+            replaced = dict(below)
+            replaced[lower.name] = dict(zip(keys, w_values, strict=True))
+            return lower.loss(params_view(self.levels, replaced), batches)
+
+        if method == "exact":
+            return mixed_vjp_exact(loss_at, w, inputs, v)
+        return mixed_vjp_finite_difference(loss_at, w, inputs, v, radius=self.fd_radius)
+
+    @staticmethod
+    def _apply(level: Level, grads: ParamDict) -> None:
+        params = list(level.params.values())
+        for key, param in level.params.items():
+            param.grad = grads[key].detach()
+        if level.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(params, level.grad_clip, foreach=True)
+        level.optimizer.step()
+        for param in params:
+            param.grad = None

@@ -1,0 +1,47 @@
+"""Knobs every skill shares: data, corruption, budget, hypergradient method, search space size.
+
+Kept apart from the skills so the command line, the sweep builder and the runner agree on one
+list, and so a skill module only declares what is its own.
+"""
+
+from __future__ import annotations
+
+from skillearn.trainables.skill import Knob
+
+HYPERGRADIENT_METHODS = ("first_order", "finite_difference", "exact")
+
+COMMON_KNOBS: dict[str, Knob] = {
+    # data
+    "dataset": Knob("digits", "dataset name (see `skillearn datasets`)"),
+    "data_root": Knob("", "folder holding the dataset files (CIFAR, ImageFolder)"),
+    "download": Knob(False, "let torchvision download CIFAR into data_root"),
+    "noise_rate": Knob(0.0, "label-noise rate on the training split", low=0.0, high=0.95),
+    "noise_type": Knob("uniform", "label-noise model", choices=("uniform", "flip")),
+    "imbalance": Knob(1.0, "long-tail imbalance factor of the training split",
+                      low=1.0, high=1000.0),
+    "seed": Knob(0, "seed for data splits, initialisation and batches", low=0, high=2**31 - 1),
+    # budget
+    "epochs": Knob(4, "search epochs", low=1, high=10000),
+    "batch_size": Knob(64, "minibatch size of every level", low=2, high=8192),
+    "steps_per_epoch": Knob(0, "cap on steps per epoch (0: one pass over the training split)",
+                            low=0, high=10**7),
+    # engine
+    "method": Knob("finite_difference", "hypergradient method", choices=HYPERGRADIENT_METHODS),
+    "order": Knob("top_down", "level update order: top_down (DARTS code) or bottom_up "
+                  "(the papers' Algorithm 1)", choices=("top_down", "bottom_up")),
+    "fd_gap_every": Knob(1, "measure the finite-difference vs exact hypergradient gap every N "
+                         "epochs on one batch (0: never)", low=0, high=10000),
+    "device": Knob("auto", "cuda when available, else cpu", choices=("auto", "cpu", "cuda")),
+    # search space
+    "space": Knob("auto", "search space preset: auto = reduced for 8x8 data, full DARTS otherwise",
+                  choices=("auto", "reduced", "full")),
+    "ops": Knob("", "comma-separated op subset overriding the preset"),
+    "nodes": Knob(0, "intermediate nodes per cell (0: preset)", low=0, high=8),
+    "cells": Knob(0, "cells in the supernet (0: preset)", low=0, high=30),
+    "channels": Knob(0, "initial channels (0: preset)", low=0, high=256),
+    # search -> derive -> retrain
+    "retrain_epochs": Knob(0, "retrain the derived architecture for this many epochs after the "
+                           "search (0: skip)", low=0, high=10000),
+    "retrain_channels": Knob(0, "channels of the retrained network (0: preset)", low=0, high=256),
+    "retrain_cells": Knob(0, "cells of the retrained network (0: preset)", low=0, high=30),
+}

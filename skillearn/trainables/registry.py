@@ -1,0 +1,64 @@
+"""Name -> skill lookup. Skill modules are imported on first use to keep start-up fast."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from typing import Any
+
+from skillearn.trainables.common import COMMON_KNOBS
+from skillearn.trainables.skill import ConfigError, Knob, Skill
+
+_SKILL_MODULES: dict[str, str] = {
+    "darts": "skillearn.trainables.darts",
+    "lfm": "skillearn.trainables.lfm",
+}
+
+
+def available_skills() -> list[str]:
+    """Names accepted by `get_skill` and `skillearn sweep`."""
+    return sorted(_SKILL_MODULES)
+
+
+def get_skill(name: str) -> Skill:
+    """The skill called `name`; an unknown name raises ConfigError listing the known ones."""
+    if name not in _SKILL_MODULES:
+        raise ConfigError(
+            f"unknown skill {name!r}; available: {', '.join(available_skills())}"
+        )
+    return importlib.import_module(_SKILL_MODULES[name]).SKILL
+
+
+def all_knobs(skill: Skill) -> dict[str, Knob]:
+    """Common knobs overlaid with the skill's own (a skill may change a common default)."""
+    return {**COMMON_KNOBS, **skill.knobs}
+
+
+def resolve_config(skill: Skill, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Defaults plus overrides, each value checked; unknown keys are an error, not ignored.
+
+    Keys starting with an underscore are platform plumbing and pass through unchecked.
+    """
+    knobs = all_knobs(skill)
+    config: dict[str, Any] = {name: knob.default for name, knob in knobs.items()}
+    for key, value in (overrides or {}).items():
+        if key.startswith("_"):
+            config[key] = value
+            continue
+        if key not in knobs:
+            raise ConfigError(
+                f"unknown setting {key!r} for skill {skill.name!r}; "
+                f"known: {', '.join(sorted(knobs))}"
+            )
+        knob = knobs[key]
+        is_int = isinstance(value, int) and not isinstance(value, bool)
+        if isinstance(knob.default, float) and is_int:
+            value = float(value)
+        knob.check(key, value)
+        config[key] = value
+    if config["method"] not in skill.methods:
+        raise ConfigError(
+            f"skill {skill.name!r} does not support method {config['method']!r}; "
+            f"use one of {', '.join(skill.methods)}"
+        )
+    return config
