@@ -176,3 +176,19 @@ def test_levels_must_be_listed_lowest_first() -> None:
         MultilevelProgram([upper, lower])
     with pytest.raises(ValueError, match="unknown hypergradient method"):
         MultilevelProgram([lower, upper], method="newton")
+
+
+def test_depends_on_prunes_work_without_changing_results() -> None:
+    levels, closed_form = _chain(2)
+    program = MultilevelProgram(levels, method="finite_difference")
+    unpruned, _ = program.gradient("w2", {})
+    levels[0].depends_on = ("theta",)  # w1's loss does not read w2
+    pruned_program = MultilevelProgram(levels, method="finite_difference")
+    calls = []
+    original = levels[0].loss
+    levels[0].loss = lambda p, b: calls.append(1) or original(p, b)
+    pruned, _ = pruned_program.gradient("w2", {})
+    assert len(calls) == 1  # the unroll of w1 only: no finite-difference passes through it
+    assert _rel_err(pruned["x"], unpruned["x"]) < 1e-8
+    theta_grad, _ = pruned_program.gradient("theta", {})
+    assert _rel_err(theta_grad["x"], closed_form()) < 1e-3

@@ -24,6 +24,9 @@ class Level:
     one-step-unrolled updates; the upper level's hypergradient flows back through those updates.
     `unroll_lr` is the virtual step size xi used when an upper level unrolls this one
     (None: the optimizer's current learning rate, as DARTS does).
+    `depends_on` names the upper levels whose (current) parameters `loss` reads; None means all
+    of them. It only prunes work: an upper level's hypergradient skips lower levels it cannot
+    reach (LFM's W1 loss reads the architecture but not W2).
     """
 
     name: str
@@ -35,6 +38,7 @@ class Level:
     grad_clip: float | None = None
     unroll_lr: float | None = None
     scheduler: Any = None
+    depends_on: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.isidentifier():

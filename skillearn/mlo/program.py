@@ -13,7 +13,7 @@ With `first_order` the unrolled values are the current ones (xi = 0) and pass 3 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 
@@ -121,22 +121,26 @@ class MultilevelProgram:
             ]
             offset += len(keys)
 
+        reachable = self._reachable(name, closure)
         for lower_name in reversed(closure):
             v = cotangents.pop(lower_name, None)
-            if v is None:
+            if v is None or lower_name not in reachable:
                 continue
             lower = self.levels[lower_name]
-            below = [r for r in lower.reads if r in unrolled]
+            below = [r for r in lower.reads if r in reachable]
             below_leaves = {
                 r: {k: t.detach().requires_grad_(True) for k, t in unrolled[r].items()}
                 for r in below
             }
-            inputs = own + [t for r in below for t in below_leaves[r].values()]
-            contributions = self._mixed_vjp(lower, below_leaves, batches, v, inputs, method)
+            # reads that cannot carry the hypergradient still enter f at their unrolled values
+            seen_by_lower = {r: unrolled[r] for r in lower.reads} | below_leaves
+            direct = self._depends(lower, name)
+            inputs = (own if direct else []) + [t for r in below for t in below_leaves[r].values()]
+            contributions = self._mixed_vjp(lower, seen_by_lower, batches, v, inputs, method)
             xi = lower.xi
-            for i in range(len(own)):
+            offset = len(own) if direct else 0
+            for i in range(offset):
                 hyper[i] = hyper[i] - xi * contributions[i]
-            offset = len(own)
             for r in below:
                 n = len(below_leaves[r])
                 part = [-xi * c for c in contributions[offset : offset + n]]
@@ -169,6 +173,20 @@ class MultilevelProgram:
                 stack.extend(self.levels[read].reads)
         return [n for n in self.levels if n in seen]
 
+    @staticmethod
+    def _depends(level: Level, upper: str) -> bool:
+        return level.depends_on is None or upper in level.depends_on
+
+    def _reachable(self, name: str, closure: list[str]) -> set[str]:
+        """Closure levels through which `name`'s parameters can influence the unrolled values:
+        their loss reads `name` directly or reads a lower level that is itself reachable."""
+        reachable: set[str] = set()
+        for lower_name in closure:  # lowest first
+            lower = self.levels[lower_name]
+            if self._depends(lower, name) or any(r in reachable for r in lower.reads):
+                reachable.add(lower_name)
+        return reachable
+
     def _unroll(
         self, closure: list[str], batches: Batches, first_order: bool
     ) -> dict[str, ParamDict]:
@@ -195,7 +213,7 @@ class MultilevelProgram:
     def _mixed_vjp(
         self,
         lower: Level,
-        below: dict[str, ParamDict],
+        below: Mapping[str, ParamDict],
         batches: Batches,
         v: list[torch.Tensor],
         inputs: list[torch.Tensor],

@@ -1,0 +1,156 @@
+"""Candidate ops of the DARTS CNN cell (quark0/darts ``operations.py``, ported to modern torch).
+
+Every op maps ``(N, C, H, W)`` to ``(N, C, H/stride, W/stride)`` so one edge's ops can be summed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+PRIMITIVES: tuple[str, ...] = (
+    "none",
+    "max_pool_3x3",
+    "avg_pool_3x3",
+    "skip_connect",
+    "sep_conv_3x3",
+    "sep_conv_5x5",
+    "dil_conv_3x3",
+    "dil_conv_5x5",
+)
+
+
+class ReLUConvBN(nn.Module):
+    """ReLU -> conv -> BN; DARTS uses it (1x1) to bring cell inputs to the cell's width."""
+
+    def __init__(
+        self, c_in: int, c_out: int, kernel_size: int, stride: int, padding: int, affine: bool
+    ) -> None:
+        super().__init__()
+        self.op = nn.Sequential(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(c_in, c_out, kernel_size, stride=stride, padding=padding, bias=False),
+            nn.BatchNorm2d(c_out, affine=affine),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.op(x)
+
+
+class DilConv(nn.Module):
+    """ReLU -> dilated depthwise conv -> pointwise conv -> BN (a cheap large receptive field)."""
+
+    def __init__(
+        self,
+        c_in: int,
+        c_out: int,
+        kernel_size: int,
+        stride: int,
+        padding: int,
+        dilation: int,
+        affine: bool,
+    ) -> None:
+        super().__init__()
+        self.op = nn.Sequential(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(
+                c_in,
+                c_in,
+                kernel_size,
+                stride=stride,
+                padding=padding,
+                dilation=dilation,
+                groups=c_in,
+                bias=False,
+            ),
+            nn.Conv2d(c_in, c_out, 1, padding=0, bias=False),
+            nn.BatchNorm2d(c_out, affine=affine),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.op(x)
+
+
+class SepConv(nn.Module):
+    """Two stacked depthwise-separable convs, as DARTS (only the first one strides)."""
+
+    def __init__(
+        self, c_in: int, c_out: int, kernel_size: int, stride: int, padding: int, affine: bool
+    ) -> None:
+        super().__init__()
+        self.op = nn.Sequential(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(
+                c_in, c_in, kernel_size, stride=stride, padding=padding, groups=c_in, bias=False
+            ),
+            nn.Conv2d(c_in, c_in, 1, padding=0, bias=False),
+            nn.BatchNorm2d(c_in, affine=affine),
+            nn.ReLU(inplace=False),
+            nn.Conv2d(c_in, c_in, kernel_size, stride=1, padding=padding, groups=c_in, bias=False),
+            nn.Conv2d(c_in, c_out, 1, padding=0, bias=False),
+            nn.BatchNorm2d(c_out, affine=affine),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.op(x)
+
+
+class Zero(nn.Module):
+    """The ``none`` op: a zero tensor of the output shape.
+
+    The supernet never calls it (its contribution is zero anyway); it exists so a genotype that
+    names ``none`` can still be built and so module indices line up with the op list.
+    """
+
+    def __init__(self, stride: int) -> None:
+        super().__init__()
+        self.stride = stride
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.stride == 1:
+            return x.mul(0.0)
+        return x[:, :, :: self.stride, :: self.stride].mul(0.0)
+
+
+class FactorizedReduce(nn.Module):
+    """Halve the spatial size with two offset stride-2 1x1 convs, concatenated on channels.
+
+    Unlike DARTS this also accepts odd sizes (the offset branch is padded so both halves agree)
+    and odd ``c_out``; for even sizes and widths it is exactly DARTS's op.
+    """
+
+    def __init__(self, c_in: int, c_out: int, affine: bool = True) -> None:
+        super().__init__()
+        self.relu = nn.ReLU(inplace=False)
+        self.conv_1 = nn.Conv2d(c_in, c_out // 2, 1, stride=2, padding=0, bias=False)
+        self.conv_2 = nn.Conv2d(c_in, c_out - c_out // 2, 1, stride=2, padding=0, bias=False)
+        self.bn = nn.BatchNorm2d(c_out, affine=affine)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.relu(x)
+        shifted = x[:, :, 1:, 1:]
+        pad_w, pad_h = x.shape[3] % 2, x.shape[2] % 2
+        if pad_w or pad_h:
+            shifted = nn.functional.pad(shifted, (0, pad_w, 0, pad_h))
+        out = torch.cat([self.conv_1(x), self.conv_2(shifted)], dim=1)
+        return self.bn(out)
+
+
+OpFactory = Callable[[int, int, bool], nn.Module]
+
+OPS: dict[str, OpFactory] = {
+    "none": lambda c, stride, affine: Zero(stride),
+    "avg_pool_3x3": lambda c, stride, affine: nn.AvgPool2d(
+        3, stride=stride, padding=1, count_include_pad=False
+    ),
+    "max_pool_3x3": lambda c, stride, affine: nn.MaxPool2d(3, stride=stride, padding=1),
+    "skip_connect": lambda c, stride, affine: (
+        nn.Identity() if stride == 1 else FactorizedReduce(c, c, affine=affine)
+    ),
+    "sep_conv_3x3": lambda c, stride, affine: SepConv(c, c, 3, stride, 1, affine=affine),
+    "sep_conv_5x5": lambda c, stride, affine: SepConv(c, c, 5, stride, 2, affine=affine),
+    "dil_conv_3x3": lambda c, stride, affine: DilConv(c, c, 3, stride, 2, 2, affine=affine),
+    "dil_conv_5x5": lambda c, stride, affine: DilConv(c, c, 5, stride, 4, 2, affine=affine),
+}

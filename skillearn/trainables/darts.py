@@ -1,0 +1,72 @@
+"""DARTS (Liu et al., 2019): bi-level NAS, the baseline every other NAS skill extends.
+
+    w*(a) = argmin_w L_train(w, a)          level `weights`
+    a     = argmin_a L_val(w*(a), a)        level `arch`, reads `weights` (one-step unrolled)
+
+`method=first_order` is DARTS 1st order; `finite_difference` is its 2nd order with the
+central-difference Hessian-vector product; `exact` differentiates the unrolled step exactly.
+Defaults are DARTS' search settings (SGD 0.025 cosine, momentum 0.9, wd 3e-4, clip 5; Adam 3e-4,
+betas (0.5, 0.999), wd 1e-3).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from skillearn.mlo import Level, MultilevelProgram
+from skillearn.search_spaces.darts import SuperNet
+from skillearn.trainables.setup import Built, Setup
+from skillearn.trainables.skill import Knob, Skill
+from skillearn.trainables.weights import count_parameters, run_with
+
+
+def build(setup: Setup) -> Built:
+    cfg = setup.config
+    net = SuperNet(setup.space).to(setup.device)
+    weights, arch = net.weight_parameters(), net.arch_parameters()
+
+    def train_loss(p, b):
+        x, y, _ = b["train"]
+        return F.cross_entropy(run_with(net, x, p["weights"], p["arch"]), y)
+
+    def val_loss(p, b):
+        x, y, _ = b["val"]
+        return F.cross_entropy(run_with(net, x, p["weights"], p["arch"]), y)
+
+    w_opt = torch.optim.SGD(weights.values(), lr=cfg["w_lr"], momentum=0.9,
+                            weight_decay=cfg["w_wd"])
+    a_opt = torch.optim.Adam(arch.values(), lr=cfg["arch_lr"], betas=(0.5, 0.999),
+                             weight_decay=cfg["arch_wd"])
+    levels = [
+        Level("weights", weights, w_opt, train_loss, grad_clip=5.0,
+              scheduler=torch.optim.lr_scheduler.CosineAnnealingLR(
+                  w_opt, T_max=cfg["epochs"], eta_min=cfg["w_lr_min"])),
+        Level("arch", arch, a_opt, val_loss, reads=("weights",)),
+    ]
+    program = MultilevelProgram(levels, method=cfg["method"], order=cfg["order"])
+    return Built(
+        program=program,
+        predict=net,
+        modules=[net],
+        genotype=net.genotype,
+        alphas=net.arch_parameters,
+        gap_level="arch",
+        param_count=count_parameters(weights),
+    )
+
+
+SKILL = Skill(
+    name="darts",
+    summary="DARTS: bi-level differentiable NAS (weights on train, architecture on validation)",
+    knobs={
+        "w_lr": Knob(0.025, "network SGD learning rate", low=1e-4, high=0.5, log=True, tune=True),
+        "w_lr_min": Knob(0.001, "cosine schedule floor", low=0.0, high=0.1),
+        "w_wd": Knob(3e-4, "network weight decay", low=0.0, high=0.01),
+        "arch_lr": Knob(3e-4, "architecture Adam learning rate", low=1e-5, high=0.1, log=True,
+                        tune=True),
+        "arch_wd": Knob(1e-3, "architecture weight decay", low=1e-5, high=0.1, log=True,
+                        tune=True),
+    },
+    build=build,
+)

@@ -1,0 +1,188 @@
+"""The common trial loop: data, device, seeds, epochs of engine steps, metrics, checkpoints.
+
+`run_skill` is a plain function of a config and a `report` callback, so the same code runs in
+a Python loop, in a test, or as a Ray Tune trial (the platform passes `tune.report`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import resource
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+
+from skillearn.data import BatchStream, DataBundle, DataSpec, load_data
+from skillearn.search_spaces.darts import architecture_entropy
+from skillearn.trainables.checkpoint import load_checkpoint, save_checkpoint
+from skillearn.trainables.evaluation import class_accuracies, worst_class
+from skillearn.trainables.registry import get_skill, resolve_config
+from skillearn.trainables.retrain import retrain_genotype
+from skillearn.trainables.setup import Built, Setup, pick_device, resolve_space
+
+Reporter = Callable[[dict[str, Any], str | None], None]
+
+
+class NonFiniteError(FloatingPointError):
+    """A loss or hypergradient became NaN/inf: the trial stops with this reason."""
+
+
+def data_spec(config: Mapping[str, Any], **extra: Any) -> DataSpec:
+    """The DataSpec a config asks for (shared with the platform's up-front checks)."""
+    return DataSpec(
+        name=config["dataset"],
+        root=config["data_root"] or None,
+        download=bool(config["download"]),
+        seed=int(config["seed"]),
+        noise_rate=float(config["noise_rate"]),
+        noise_type=config["noise_type"],
+        imbalance=float(config["imbalance"]),
+        **extra,
+    )
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch's global generators (data order uses private generators)."""
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak GPU memory on CUDA, else this process's peak resident set size."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
+
+
+def run_skill(
+    skill_name: str,
+    config: Mapping[str, Any],
+    report: Reporter,
+    resume_from: str | None = None,
+) -> dict[str, Any]:
+    """Run one trial of `skill_name` with `config`; returns the last reported metrics."""
+    skill = get_skill(skill_name)
+    cfg = resolve_config(skill, {k: v for k, v in config.items() if not k.startswith("_")})
+    device = pick_device(cfg["device"])
+    seed_everything(cfg["seed"])
+    data = load_data(data_spec(cfg, **skill.extra.get("data", {})))
+    space, retrain_shape = resolve_space(cfg, data)
+    built: Built = skill.build(Setup(config=cfg, data=data, device=device, space=space))
+
+    progress: dict[str, Any] = {"epoch": 0, "search_time_s": 0.0, "alpha_history": []}
+    if resume_from:
+        progress = load_checkpoint(resume_from, built)
+
+    batch = cfg["batch_size"]
+    train_stream = BatchStream(data.train, batch, seed=cfg["seed"], device=device)
+    steps = cfg["steps_per_epoch"] or train_stream.steps_per_epoch
+    metrics: dict[str, Any] = {}
+    for epoch in range(progress["epoch"], cfg["epochs"]):
+        streams = _epoch_streams(data, cfg, epoch, device)
+        started = time.perf_counter()
+        train_loss = _search_epoch(built, streams, steps, device)
+        seconds = time.perf_counter() - started
+        progress["search_time_s"] += seconds
+        progress["epoch"] = epoch + 1
+        metrics = _epoch_metrics(built, data, device, cfg, progress, train_loss)
+        metrics["ms_per_step"] = 1000.0 * seconds / steps
+        if cfg["fd_gap_every"] and built.gap_level and (epoch + 1) % cfg["fd_gap_every"] == 0:
+            metrics["fd_gap"] = float(
+                built.program.hypergradient_gap(built.gap_level, _next_batches(streams))
+            )
+        if epoch + 1 == cfg["epochs"] and cfg["retrain_epochs"] and built.genotype:
+            metrics.update(
+                retrain_genotype(built.genotype(), data, device, epochs=cfg["retrain_epochs"],
+                                 seed=cfg["seed"], **retrain_shape)
+            )
+        with tempfile.TemporaryDirectory(prefix="skillearn-ckpt-") as directory:
+            save_checkpoint(directory, built, progress)
+            report(metrics, directory)
+    return metrics
+
+
+def _epoch_streams(
+    data: DataBundle, cfg: Mapping[str, Any], epoch: int, device: torch.device
+) -> dict[str, Any]:
+    """Batch iterators for one epoch, seeded by (seed, epoch) so a resumed trial sees the same
+    batches it would have seen without the interruption."""
+    seed = cfg["seed"] * 100_003 + epoch
+    splits = {"train": data.train, "val": data.val}
+    if data.meta is not None:
+        splits["meta"] = data.meta
+    return {
+        name: iter(BatchStream(split, cfg["batch_size"], seed=seed + i, device=device))
+        for i, (name, split) in enumerate(splits.items())
+    }
+
+
+def _next_batches(streams: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: next(stream) for name, stream in streams.items()}
+
+
+def _search_epoch(
+    built: Built, streams: Mapping[str, Any], steps: int, device: torch.device
+) -> float:
+    """`steps` engine steps; losses are summed on the device and read once at the end."""
+    for module in built.modules:
+        module.train()
+    lowest = next(iter(built.program.levels))
+    total = torch.zeros((), device=device)
+    for _ in range(steps):
+        losses = built.program.step(_next_batches(streams))
+        if lowest in losses:
+            total = total + losses[lowest]
+    built.program.end_epoch()
+    mean = float(total) / steps
+    if not math.isfinite(mean):
+        raise NonFiniteError(f"training loss became {mean} (non-finite); lower the learning "
+                             "rates or use a more stable hypergradient method")
+    return mean
+
+
+def _epoch_metrics(
+    built: Built,
+    data: DataBundle,
+    device: torch.device,
+    cfg: Mapping[str, Any],
+    progress: dict[str, Any],
+    train_loss: float,
+) -> dict[str, Any]:
+    for module in built.modules:
+        module.eval()
+    val_acc, _ = class_accuracies(built.predict, data.val, data.num_classes, device)
+    test_acc, per_class = class_accuracies(built.predict, data.test, data.num_classes, device)
+    metrics: dict[str, Any] = {
+        "epoch": progress["epoch"],
+        "train_loss": train_loss,
+        "val_acc": float(val_acc),
+        "test_acc": float(test_acc),
+        "worst_class_acc": worst_class(per_class),
+        "per_class_acc": json.dumps([round(float(a), 4) for a in per_class]),
+        "params": built.param_count,
+        "search_time_s": progress["search_time_s"],
+        "peak_mem_mb": peak_memory_mb(device),
+    }
+    if built.alphas is not None:
+        alphas = built.alphas()
+        metrics["arch_entropy"] = float(
+            sum(architecture_entropy(a.detach()) for a in alphas.values()) / len(alphas)
+        )
+        for name, alpha in alphas.items():
+            # raw logits (edges x ops); plots apply the softmax
+            metrics[name] = json.dumps(alpha.detach().cpu().tolist())
+    if built.genotype is not None:
+        metrics["genotype"] = built.genotype().to_json()
+    if built.epoch_metrics is not None:
+        metrics.update(built.epoch_metrics())
+    for key in ("train_loss", "val_acc"):
+        if not math.isfinite(metrics[key]):
+            raise NonFiniteError(f"{key} is {metrics[key]}")
+    return metrics

@@ -1,0 +1,92 @@
+"""What a skill's `build` receives (Setup) and returns (Built), and the space presets.
+
+The split keeps skills short: a skill turns a Setup into levels and a predictor; data, device,
+seeding, checkpoints and reporting stay with the runner.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from skillearn.data import DataBundle
+from skillearn.mlo import MultilevelProgram
+from skillearn.search_spaces.darts import PRIMITIVES, Genotype, SpaceConfig
+
+# 8x8 inputs (the embedded digits) get a reduced space so a whole sweep fits in minutes on two
+# CPU cores; anything larger gets the full DARTS search setting (8 ops, 4 nodes, 8 cells, 16 C).
+REDUCED_OPS = ("max_pool_3x3", "skip_connect", "sep_conv_3x3", "dil_conv_3x3")
+PRESETS: dict[str, dict[str, Any]] = {
+    "reduced": {"ops": REDUCED_OPS, "nodes": 2, "cells": 3, "channels": 8,
+                "retrain_channels": 16, "retrain_cells": 4},
+    "full": {"ops": PRIMITIVES, "nodes": 4, "cells": 8, "channels": 16,
+             "retrain_channels": 36, "retrain_cells": 20},
+}
+
+
+@dataclass
+class Setup:
+    """Everything a skill needs to declare its levels."""
+
+    config: Mapping[str, Any]
+    data: DataBundle
+    device: torch.device
+    space: SpaceConfig
+
+
+@dataclass
+class Built:
+    """A skill's program plus what the runner needs to evaluate, describe and save it.
+
+    - `predict(x)`: logits of the model whose accuracy is reported;
+    - `modules`: switched between train/eval mode by the runner;
+    - `state`: every tensor that is not a level parameter but must survive a restart
+      (BatchNorm statistics of weight sets that live outside a module);
+    - `genotype()` / `alphas()`: the current architecture (NAS skills);
+    - `gap_level`: the level whose finite-difference vs exact gap is logged;
+    - `epoch_metrics()`: skill-specific metrics, computed once per epoch.
+    """
+
+    program: MultilevelProgram
+    predict: Callable[[torch.Tensor], torch.Tensor]
+    modules: list[torch.nn.Module] = field(default_factory=list)
+    state: dict[str, torch.Tensor] = field(default_factory=dict)
+    genotype: Callable[[], Genotype] | None = None
+    alphas: Callable[[], dict[str, torch.Tensor]] | None = None
+    gap_level: str | None = None
+    param_count: int = 0
+    epoch_metrics: Callable[[], dict[str, Any]] | None = None
+
+
+def resolve_space(config: Mapping[str, Any], data: DataBundle) -> tuple[SpaceConfig, dict]:
+    """The search space for this run: the preset, then any explicit overrides."""
+    preset_name = config["space"]
+    if preset_name == "auto":
+        preset_name = "reduced" if data.input_shape[-1] <= 8 else "full"
+    preset = dict(PRESETS[preset_name])
+    ops = tuple(o.strip() for o in config["ops"].split(",") if o.strip()) or preset["ops"]
+    space = SpaceConfig(
+        ops=ops,
+        nodes=config["nodes"] or preset["nodes"],
+        cells=config["cells"] or preset["cells"],
+        channels=config["channels"] or preset["channels"],
+        in_channels=data.input_shape[0],
+        num_classes=data.num_classes,
+    ).validate()
+    retrain = {
+        "channels": config["retrain_channels"] or preset["retrain_channels"],
+        "cells": config["retrain_cells"] or preset["retrain_cells"],
+    }
+    return space, retrain
+
+
+def pick_device(name: str) -> torch.device:
+    """`auto` uses CUDA when present; asking for CUDA without it is an error, not a fallback."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device=cuda was requested but no CUDA device is available")
+    return torch.device(name)

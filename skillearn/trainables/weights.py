@@ -1,0 +1,44 @@
+"""Several weight sets over one network: LFM's W1 and W2 share the architecture, not weights.
+
+A weight set is a dict of tensors (parameters and BatchNorm buffers) run through the module with
+`torch.func.functional_call`, so the engine can hand a loss unrolled weights without copying a
+model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch.func import functional_call
+
+
+def clone_weights(
+    net: torch.nn.Module, exclude: Mapping[str, torch.Tensor] | None = None
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Independent copies of `net`'s parameters (leaves requiring grad) and buffers."""
+    skip = set(exclude or {})
+    params = {
+        k: p.detach().clone().requires_grad_(True)
+        for k, p in net.named_parameters()
+        if k not in skip
+    }
+    buffers = {k: b.detach().clone() for k, b in net.named_buffers()}
+    return params, buffers
+
+
+def run_with(
+    net: torch.nn.Module,
+    x: torch.Tensor,
+    *tensor_sets: Mapping[str, torch.Tensor],
+) -> torch.Tensor:
+    """`net(x)` with its tensors replaced by the union of `tensor_sets` (later sets win)."""
+    merged: dict[str, torch.Tensor] = {}
+    for tensors in tensor_sets:
+        merged.update(tensors)
+    return functional_call(net, merged, (x,))
+
+
+def count_parameters(tensors: Mapping[str, torch.Tensor]) -> int:
+    """Number of scalars in a weight set."""
+    return sum(t.numel() for t in tensors.values())

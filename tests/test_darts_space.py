@@ -1,0 +1,314 @@
+"""Tests of the DARTS CNN cell search space (skillearn.search_spaces.darts). CPU, a few seconds."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch.func import functional_call
+
+from skillearn.search_spaces.darts import (
+    DARTS_V2,
+    PRIMITIVES,
+    DiscreteNetwork,
+    Genotype,
+    SpaceConfig,
+    SuperNet,
+    architecture_entropy,
+    derive_genotype,
+    draw_alpha_evolution,
+    draw_cell,
+)
+from skillearn.search_spaces.darts.ops import OPS, FactorizedReduce, Zero
+from skillearn.search_spaces.darts.supernet import MixedOp
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+def small_digits_config(**kw) -> SpaceConfig:
+    base = dict(in_channels=1, channels=4, cells=3, nodes=4, num_classes=10)
+    base.update(kw)
+    return SpaceConfig(**base)
+
+
+# --------------------------------------------------------------------------- space config
+
+
+def test_edge_count_and_reduction_cells() -> None:
+    assert SpaceConfig().num_edges == 14
+    assert SpaceConfig(nodes=1).num_edges == 2
+    assert SpaceConfig(nodes=2).num_edges == 5
+    assert SpaceConfig(cells=8).reduction_cells() == (2, 5)
+    assert SpaceConfig(cells=3).reduction_cells() == (1, 2)
+    assert SpaceConfig(cells=2).reduction_cells() == (1,)
+    assert SpaceConfig(cells=1).reduction_cells() == ()
+
+
+def test_validate_names_unknown_op() -> None:
+    with pytest.raises(ValueError, match="conv_9x9") as err:
+        SpaceConfig(ops=("skip_connect", "conv_9x9")).validate()
+    assert "sep_conv_3x3" in str(err.value)  # lists the valid ones
+    with pytest.raises(ValueError, match="other than 'none'"):
+        SpaceConfig(ops=("none",)).validate()
+    with pytest.raises(ValueError, match="nodes"):
+        SpaceConfig(nodes=0).validate()
+    with pytest.raises(ValueError, match="cells"):
+        SpaceConfig(cells=0).validate()
+    with pytest.raises(ValueError, match="channels"):
+        SpaceConfig(channels=0).validate()
+    with pytest.raises(ValueError):
+        SuperNet(SpaceConfig(ops=("bogus_op",)))
+    assert SpaceConfig().validate() == SpaceConfig()
+
+
+def test_config_accepts_list_ops() -> None:
+    cfg = SpaceConfig(ops=["skip_connect", "sep_conv_3x3"])
+    assert cfg.ops == ("skip_connect", "sep_conv_3x3")
+    hash(cfg)
+
+
+# --------------------------------------------------------------------------- ops
+
+
+@pytest.mark.parametrize("name", PRIMITIVES)
+@pytest.mark.parametrize("stride", [1, 2])
+def test_every_op_keeps_channels_and_strides(name: str, stride: int) -> None:
+    op = OPS[name](6, stride, False)
+    y = op(torch.randn(2, 6, 8, 8))
+    assert y.shape == (2, 6, 8 // stride, 8 // stride)
+
+
+def test_factorized_reduce_odd_sizes() -> None:
+    fr = FactorizedReduce(4, 5, affine=False)
+    assert fr(torch.randn(2, 4, 7, 7)).shape == (2, 5, 4, 4)
+    assert fr(torch.randn(2, 4, 8, 8)).shape == (2, 5, 4, 4)
+
+
+# --------------------------------------------------------------------------- supernet
+
+
+def test_alpha_shapes_and_parameter_split() -> None:
+    net = SuperNet(small_digits_config())
+    alphas = net.arch_parameters()
+    assert set(alphas) == {"alpha_normal", "alpha_reduce"}
+    for a in alphas.values():
+        assert a.shape == (14, 8)
+        assert a.requires_grad
+        assert 0 < a.abs().max().item() < 1e-2  # 1e-3 * randn
+    weights = net.weight_parameters()
+    assert not set(weights) & set(alphas)
+    assert set(weights) | set(alphas) == {n for n, _ in net.named_parameters()}
+    assert SuperNet(SpaceConfig(nodes=2, ops=("skip_connect", "none"))).alpha_normal.shape == (
+        5,
+        2,
+    )
+
+
+def test_forward_shapes_digits_and_cifar() -> None:
+    net = SuperNet(small_digits_config())
+    assert net(torch.randn(3, 1, 8, 8)).shape == (3, 10)
+    net = SuperNet(SpaceConfig(in_channels=3, channels=4, cells=3, num_classes=7))
+    assert net(torch.randn(2, 3, 32, 32)).shape == (2, 7)
+    # odd spatial sizes survive the reductions too (7 -> 4 -> 2)
+    assert SuperNet(small_digits_config())(torch.randn(2, 1, 7, 7)).shape == (2, 10)
+
+
+def test_backward_reaches_alphas_and_weights() -> None:
+    net = SuperNet(small_digits_config())
+    loss = torch.nn.functional.cross_entropy(net(torch.randn(4, 1, 8, 8)), torch.arange(4))
+    loss.backward()
+    assert net.alpha_normal.grad is not None and net.alpha_normal.grad.abs().sum() > 0
+    assert net.alpha_reduce.grad is not None and net.alpha_reduce.grad.abs().sum() > 0
+    assert net.stem[0].weight.grad.abs().sum() > 0
+
+
+def test_mixed_op_is_weighted_sum_and_never_runs_none() -> None:
+    mixed = MixedOp(4, 1, PRIMITIVES).eval()
+    x = torch.randn(2, 4, 6, 6)
+    w = torch.softmax(torch.randn(len(PRIMITIVES)), dim=0)
+    expected = sum(w[k] * op(x) for k, op in enumerate(mixed._ops))  # includes none's zeros
+    torch.testing.assert_close(mixed(x, w), expected)
+
+
+def test_none_op_forward_is_never_called() -> None:
+    net = SuperNet(small_digits_config())
+    calls = []
+    zeros = [m for m in net.modules() if isinstance(m, Zero)]
+    assert len(zeros) == 3 * 14  # one per edge per cell: the module exists...
+    for m in zeros:
+        m.register_forward_hook(lambda *_: calls.append(1))
+    with torch.no_grad():
+        net.alpha_normal.zero_()
+        net.alpha_normal[:, PRIMITIVES.index("none")] = 30.0  # all weight on 'none'
+        out = net(torch.randn(2, 1, 8, 8))
+    assert calls == []  # ...but is never run
+    assert torch.isfinite(out).all()
+
+
+def test_functional_call_with_perturbed_alphas() -> None:
+    net = SuperNet(small_digits_config()).eval()
+    x = torch.randn(4, 1, 8, 8)
+    before = {n: p.detach().clone() for n, p in net.named_parameters()}
+    weights = net.weight_parameters()
+    alphas = {
+        n: (a.detach() + torch.randn_like(a)).requires_grad_()
+        for n, a in net.arch_parameters().items()
+    }
+
+    base = net(x)
+    same = functional_call(net, {**weights, **net.arch_parameters()}, (x,))
+    perturbed = functional_call(net, {**weights, **alphas}, (x,))
+    torch.testing.assert_close(same, base)
+    assert not torch.allclose(perturbed, base, atol=1e-5)
+
+    # the gradient flows to the substituted alphas, not to the module's own ones
+    perturbed.sum().backward()
+    assert all(a.grad is not None and a.grad.abs().sum() > 0 for a in alphas.values())
+    assert net.alpha_normal.grad is None and net.alpha_reduce.grad is None
+
+    for n, p in net.named_parameters():
+        torch.testing.assert_close(p.detach(), before[n], rtol=0, atol=0)
+
+
+# --------------------------------------------------------------------------- genotype
+
+
+def _hand_built_alpha() -> torch.Tensor:
+    """Edges: node0 -> rows 0,1; node1 -> 2..4; node2 -> 5..8; node3 -> 9..13 (row = input j)."""
+    k = {name: i for i, name in enumerate(PRIMITIVES)}
+    a = torch.zeros(14, 8)
+    a[0, k["none"]] = 9.0  # input 0 of node 0: 'none' dominates; best real op is dil_conv_5x5
+    a[0, k["dil_conv_5x5"]] = 1.0
+    a[1, k["sep_conv_3x3"]] = 2.0
+    a[2, k["dil_conv_3x3"]] = 3.0  # node 1: inputs 0 and 2 win; input 1 is 'none'-dominated
+    a[3, k["none"]] = 20.0
+    a[4, k["sep_conv_5x5"]] = 5.0
+    a[5, k["none"]] = 50.0  # node 2: 'none' has by far the largest weight anywhere
+    a[6, k["max_pool_3x3"]] = 6.0
+    a[8, k["skip_connect"]] = 4.0
+    a[9, k["sep_conv_3x3"]] = 3.0  # node 3: inputs 0 and 4
+    a[13, k["avg_pool_3x3"]] = 2.0
+    return a
+
+
+def test_derive_genotype_hand_built() -> None:
+    g = derive_genotype(_hand_built_alpha(), torch.zeros(14, 8), PRIMITIVES, 4)
+    assert g.normal == (
+        ("sep_conv_3x3", 1),
+        ("dil_conv_5x5", 0),
+        ("sep_conv_5x5", 2),
+        ("dil_conv_3x3", 0),
+        ("max_pool_3x3", 1),
+        ("skip_connect", 3),
+        ("sep_conv_3x3", 0),
+        ("avg_pool_3x3", 4),
+    )
+    assert all(op != "none" for op, _ in g.normal + g.reduce)
+    # uniform alphas: ties go to the lowest input index and the first non-'none' op
+    assert g.reduce == (("max_pool_3x3", 0), ("max_pool_3x3", 1)) * 4
+    assert g.normal_concat == g.reduce_concat == (2, 3, 4, 5)
+
+
+def test_derive_genotype_without_none_and_from_supernet() -> None:
+    ops = ("skip_connect", "sep_conv_3x3")
+    a = torch.zeros(5, 2)
+    a[:, 1] = 1.0  # sep_conv everywhere...
+    a[4, 0] = 5.0  # ...except node 1's edge from node 0 (input 2), the strongest
+    g = derive_genotype(a, a, ops, 2)
+    assert g.normal == (
+        ("sep_conv_3x3", 0),
+        ("sep_conv_3x3", 1),
+        ("skip_connect", 2),
+        ("sep_conv_3x3", 0),
+    )
+    net = SuperNet(small_digits_config())
+    with torch.no_grad():
+        net.alpha_normal.copy_(_hand_built_alpha())
+    assert (
+        net.genotype().normal
+        == derive_genotype(_hand_built_alpha(), net.alpha_reduce, PRIMITIVES, 4).normal
+    )
+    with pytest.raises(ValueError, match="shape"):
+        derive_genotype(torch.zeros(13, 8), torch.zeros(14, 8), PRIMITIVES, 4)
+
+
+def test_genotype_json_and_dict_round_trip() -> None:
+    derived = derive_genotype(_hand_built_alpha(), torch.randn(14, 8), PRIMITIVES, 4)
+    for g in (DARTS_V2, derived):
+        assert Genotype.from_json(g.to_json()) == g
+        assert Genotype.from_dict(g.to_dict()) == g
+    assert DARTS_V2.normal[7] == ("dil_conv_3x3", 2)
+    assert Genotype.from_json(DARTS_V2.to_json()) != derived
+
+
+def test_architecture_entropy() -> None:
+    uniform = torch.zeros(14, 8, requires_grad=True)
+    h = architecture_entropy(uniform)
+    assert h.dim() == 0
+    assert h.item() == pytest.approx(math.log(8), rel=1e-6)
+    peaked = torch.zeros(14, 8)
+    peaked[:, 3] = 50.0
+    assert architecture_entropy(peaked).item() < 1e-6
+    h.backward()  # differentiable (zero gradient at the maximum, but defined)
+    assert uniform.grad is not None
+
+
+# --------------------------------------------------------------------------- discrete network
+
+
+def test_discrete_network_from_derived_genotype() -> None:
+    cfg = small_digits_config(channels=8)
+    supernet = SuperNet(cfg)
+    g = derive_genotype(_hand_built_alpha(), torch.randn(14, 8), PRIMITIVES, 4)
+    net = DiscreteNetwork(g, 8, 3, 10, 1, drop_path_prob=0.3)
+    out = net(torch.randn(4, 1, 8, 8))
+    assert out.shape == (4, 10)
+    torch.nn.functional.cross_entropy(out, torch.arange(4)).backward()
+    assert all(p.grad is not None for p in net.parameters())
+    n_discrete = sum(p.numel() for p in net.parameters())
+    n_super = sum(p.numel() for p in supernet.weight_parameters().values())
+    assert n_discrete < n_super
+
+    cifar = DiscreteNetwork(DARTS_V2, channels=4, cells=3, num_classes=10, in_channels=3)
+    assert cifar(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_drop_path_only_in_training() -> None:
+    net = DiscreteNetwork(DARTS_V2, 4, 3, 10, 1, drop_path_prob=0.9).eval()
+    x = torch.randn(8, 1, 8, 8)
+    torch.testing.assert_close(net(x), net(x))  # deterministic in eval
+    net.train()
+    a, b = net(x), net(x)
+    assert not torch.allclose(a, b)  # random sample-wise path dropping in training
+    net.drop_path_prob = 0.0
+    net.eval()
+    torch.testing.assert_close(net(x), net(x))
+
+
+# --------------------------------------------------------------------------- diagrams
+
+
+def test_draw_cell_writes_png(tmp_path) -> None:
+    for which in ("normal", "reduce"):
+        p = draw_cell(DARTS_V2, which, tmp_path / f"sub/{which}.png")
+        data = p.read_bytes()
+        assert data[:8] == PNG_MAGIC and len(data) > 5000
+    with pytest.raises(ValueError):
+        draw_cell(DARTS_V2, "middle", tmp_path / "x.png")
+
+
+def test_draw_alpha_evolution_writes_png(tmp_path) -> None:
+    history = [np.random.randn(14, 8) * t for t in range(5)]
+    history.append(history[-1].tolist())  # lists accepted too
+    p = draw_alpha_evolution(history, PRIMITIVES, str(tmp_path / "evo.png"))
+    data = p.read_bytes()
+    assert data[:8] == PNG_MAGIC and len(data) > 5000
+    with pytest.raises(ValueError):
+        draw_alpha_evolution([np.zeros((14, 7))], PRIMITIVES, tmp_path / "bad.png")
