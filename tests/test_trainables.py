@@ -1,0 +1,121 @@
+"""Skills in a plain Python loop: LFM's weighting, metrics, checkpoints and resume, retraining."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from skillearn.data import DataSpec, load_data
+from skillearn.search_spaces.darts import Genotype
+from skillearn.trainables import ConfigError, get_skill, resolve_config
+from skillearn.trainables.checkpoint import CHECKPOINT_FILE, CheckpointError
+from skillearn.trainables.lfm import example_weights
+from skillearn.trainables.retrain import random_shift, retrain_genotype
+from skillearn.trainables.runner import run_skill
+
+TINY = {"dataset": "synthetic", "nodes": 1, "cells": 1, "channels": 4, "batch_size": 16,
+        "steps_per_epoch": 2, "epochs": 1}
+CORE_METRICS = {"train_loss", "val_acc", "test_acc", "worst_class_acc", "arch_entropy",
+                "genotype", "params", "ms_per_step", "peak_mem_mb", "search_time_s"}
+
+
+class Collector:
+    """A reporter that keeps every epoch's metrics and a copy of every checkpoint."""
+
+    def __init__(self, keep: Path | None = None) -> None:
+        self.metrics: list[dict] = []
+        self.keep = keep
+
+    def __call__(self, metrics: dict, checkpoint_dir: str | None) -> None:
+        self.metrics.append(dict(metrics))
+        assert checkpoint_dir is not None and (Path(checkpoint_dir) / CHECKPOINT_FILE).is_file()
+        if self.keep is not None:
+            target = self.keep / f"epoch{metrics['epoch']}"
+            shutil.copytree(checkpoint_dir, target)
+
+
+def test_example_weights_match_a_hand_computation() -> None:
+    gen = torch.Generator().manual_seed(0)
+    ft, fv = torch.randn(3, 4, generator=gen), torch.randn(5, 4, generator=gen)
+    yt, yv = torch.tensor([0, 1, 2]), torch.tensor([0, 0, 1, 2, 2])
+    u, r = torch.rand(5, generator=gen), torch.rand(5, generator=gen) + 0.5
+    a = example_weights(ft, fv, yt, yv, u, r)
+    for i in range(3):
+        dots = [float(ft[i] @ fv[j]) for j in range(5)]
+        norm = sum(math.exp(d) for d in dots)
+        s = sum(float(r[j]) * math.exp(dots[j]) / norm * float(yt[i] == yv[j]) * float(u[j])
+                for j in range(5))
+        assert a[i].item() == pytest.approx(1 / (1 + math.exp(-s)), rel=1e-5)
+
+
+@pytest.mark.parametrize("skill", ["darts", "lfm"])
+def test_one_epoch_reports_the_core_metrics(skill: str) -> None:
+    reporter = Collector()
+    run_skill(skill, TINY, reporter)
+    (metrics,) = reporter.metrics
+    assert CORE_METRICS <= set(metrics)
+    assert 0.0 <= metrics["val_acc"] <= 1.0 and metrics["params"] > 0
+    genotype = Genotype.from_json(metrics["genotype"])
+    assert len(genotype.normal) == 2  # one node, two inputs
+    assert len(json.loads(metrics["alpha_normal"])) == 2  # edges of a 1-node cell
+
+
+def test_lfm_upper_level_learns_encoder_and_r() -> None:
+    reporter = Collector()
+    run_skill("lfm", {**TINY, "r_lr": 0.1}, reporter)
+    assert reporter.metrics[0]["r_std"] > 0  # r moved, and not uniformly: per-example hypergrads
+
+
+@pytest.mark.parametrize("skill", ["darts", "lfm"])
+def test_resume_continues_exactly_where_it_stopped(skill: str, tmp_path: Path) -> None:
+    config = {**TINY, "epochs": 2, "fd_gap_every": 0}
+    straight = Collector(keep=tmp_path)
+    run_skill(skill, config, straight)
+    resumed = Collector()
+    run_skill(skill, config, resumed, resume_from=str(tmp_path / "epoch1"))
+    assert [m["epoch"] for m in resumed.metrics] == [2]
+    for key in ("train_loss", "val_acc", "genotype", "alpha_normal"):
+        assert resumed.metrics[0][key] == straight.metrics[1][key], key
+
+
+def test_corrupt_checkpoint_is_named(tmp_path: Path) -> None:
+    (tmp_path / CHECKPOINT_FILE).write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match=str(tmp_path / CHECKPOINT_FILE)):
+        run_skill("darts", TINY, Collector(), resume_from=str(tmp_path))
+
+
+def test_bad_configs_are_refused_with_the_reason() -> None:
+    darts = get_skill("darts")
+    with pytest.raises(ConfigError, match="unknown setting 'w_learning_rate'"):
+        resolve_config(darts, {"w_learning_rate": 0.1})
+    with pytest.raises(ConfigError, match="below its minimum"):
+        resolve_config(darts, {"noise_rate": -0.1})
+    with pytest.raises(ConfigError, match="not one of"):
+        resolve_config(darts, {"method": "newton"})
+    with pytest.raises(ConfigError, match="does not support method 'first_order'"):
+        resolve_config(get_skill("lfm"), {"method": "first_order"})
+    with pytest.raises(ConfigError, match="unknown skill 'dart'; available: darts, lfm"):
+        get_skill("dart")
+
+
+def test_random_shift_moves_pixels_within_the_pad() -> None:
+    x = torch.arange(16.0).reshape(1, 1, 4, 4)
+    shifted = random_shift(x, torch.Generator().manual_seed(3), pad=1)
+    assert shifted.shape == x.shape
+    nonzero = shifted[shifted != 0]
+    assert set(nonzero.tolist()) <= set(x.flatten().tolist())
+
+
+def test_retraining_learns_the_synthetic_task() -> None:
+    data = load_data(DataSpec(name="synthetic"))
+    genotype = Genotype(normal=(("sep_conv_3x3", 0), ("skip_connect", 1)), normal_concat=(2,),
+                        reduce=(("max_pool_3x3", 0), ("skip_connect", 1)), reduce_concat=(2,))
+    metrics = retrain_genotype(genotype, data, torch.device("cpu"), epochs=25, seed=0,
+                               channels=8, cells=2)
+    assert metrics["retrain_test_acc"] > 0.5  # 10 classes: chance is 0.1
+    assert metrics["retrain_params"] > 0
