@@ -192,3 +192,19 @@ def test_depends_on_prunes_work_without_changing_results() -> None:
     assert _rel_err(pruned["x"], unpruned["x"]) < 1e-8
     theta_grad, _ = pruned_program.gradient("theta", {})
     assert _rel_err(theta_grad["x"], closed_form()) < 1e-3
+
+
+def test_reuse_unroll_grad_skips_the_lower_pass_and_uses_the_old_gradient() -> None:
+    levels, _ = _chain(1)
+    w, theta = levels[0].params["x"], levels[1].params["x"]
+    calls = []
+    original = levels[0].loss
+    levels[0].loss = lambda p, b: calls.append(1) or original(p, b)
+    program = MultilevelProgram(levels, method="exact", order="top_down", reuse_unroll_grad=True)
+    grad_at_old_theta = torch.autograd.grad(original({"w1": {"x": w}, "theta": {"x": theta}}, {}),
+                                            w)[0]
+    w_before = w.detach().clone()
+    program.step({})
+    # one unroll + one exact mixed product; the w step itself costs no extra pass
+    assert len(calls) == 2
+    assert torch.allclose(w.detach(), w_before - levels[0].xi * grad_at_old_theta)

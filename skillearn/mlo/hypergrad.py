@@ -26,7 +26,8 @@ def _grad_or_zeros(output: torch.Tensor, inputs: Tensors, **kwargs) -> list[torc
 
 def global_norm(tensors: Tensors) -> torch.Tensor:
     """The 2-norm of a list of tensors taken as one vector (no host sync)."""
-    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in tensors]))
+    norms = torch._foreach_norm(list(tensors))
+    return torch.linalg.vector_norm(torch.stack([n.to(norms[0].dtype) for n in norms]))
 
 
 def mixed_vjp_exact(
@@ -62,9 +63,11 @@ def mixed_vjp_finite_difference(
     """
     eps = radius / (global_norm(v) + 1e-12)
     with torch.no_grad():
-        w_plus = [t + eps * vi for t, vi in zip(w, v, strict=True)]
-        w_minus = [t - eps * vi for t, vi in zip(w, v, strict=True)]
+        step = torch._foreach_mul(list(v), eps)
+        w_plus = torch._foreach_add(list(w), step)
+        w_minus = torch._foreach_sub(list(w), step)
     with torch.enable_grad():
         grads_plus = _grad_or_zeros(loss_at(w_plus), inputs)
         grads_minus = _grad_or_zeros(loss_at(w_minus), inputs)
-    return [(gp - gm) / (2 * eps) for gp, gm in zip(grads_plus, grads_minus, strict=True)]
+    with torch.no_grad():
+        return torch._foreach_div(torch._foreach_sub(grads_plus, grads_minus), 2 * eps)

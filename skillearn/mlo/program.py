@@ -9,6 +9,11 @@ A level's gradient is computed in three passes:
    -xi * grad_u <grad_w f, v> for the updating level's parameters and for the levels below it
    (see `hypergrad`).
 With `first_order` the unrolled values are the current ones (xi = 0) and pass 3 is skipped.
+
+`reuse_unroll_grad=True` (opt-in) lets a lower level's real step reuse the gradient its upper
+level computed for the unroll in the same iteration, saving a forward/backward per level. The
+gradient was taken before the upper level moved, so with `top_down` order this changes DARTS'
+update order (the lower step sees the old architecture); it is off by default.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ class MultilevelProgram:
         method: str = "finite_difference",
         order: str = "bottom_up",
         fd_radius: float = 0.01,
+        reuse_unroll_grad: bool = False,
     ) -> None:
         if method not in METHODS:
             raise ValueError(f"unknown hypergradient method {method!r}; use one of {METHODS}")
@@ -57,7 +63,10 @@ class MultilevelProgram:
         self.method = method
         self.order = order
         self.fd_radius = fd_radius
+        self.reuse_unroll_grad = reuse_unroll_grad
         self.iteration = 0
+        # level name -> (iteration, gradient, loss) from an unroll, for reuse_unroll_grad
+        self._unroll_cache: dict[str, tuple[int, ParamDict, torch.Tensor]] = {}
 
     # ----------------------------------------------------------------------------------------
     def step(self, batches: Batches) -> dict[str, torch.Tensor]:
@@ -73,11 +82,22 @@ class MultilevelProgram:
             level = self.levels[name]
             if self.iteration % level.every:
                 continue
-            grads, loss = self.gradient(name, batches)
+            grads, loss = self._reused(name) or self.gradient(name, batches)
             self._apply(level, grads)
             losses[name] = loss
         self.iteration += 1
+        self._unroll_cache.clear()
         return losses
+
+    def _reused(self, name: str) -> tuple[ParamDict, torch.Tensor] | None:
+        """This iteration's unroll gradient of `name`, when reuse is on and it is exact to do:
+        no lower level's loss reads `name`, so its own gradient has no hypergradient part."""
+        cached = self._unroll_cache.get(name)
+        if not self.reuse_unroll_grad or cached is None or cached[0] != self.iteration:
+            return None
+        if self._reachable(name, self._closure(name)):
+            return None
+        return cached[1], cached[2]
 
     def end_epoch(self) -> None:
         """Advance every level's learning-rate schedule."""
@@ -207,6 +227,8 @@ class MultilevelProgram:
                 k: torch.zeros_like(level.params[k]) if g is None else g
                 for k, g in zip(keys, grads, strict=True)
             }
+            if self.reuse_unroll_grad:
+                self._unroll_cache[name] = (self.iteration, grad_dict, loss.detach())
             unrolled[name] = virtual_step(level, grad_dict)
         return unrolled
 

@@ -29,6 +29,8 @@ COMMON_KNOBS: dict[str, Knob] = {
     "method": Knob("finite_difference", "hypergradient method", choices=HYPERGRADIENT_METHODS),
     "order": Knob("top_down", "level update order: top_down (DARTS code) or bottom_up "
                   "(the papers' Algorithm 1)", choices=("top_down", "bottom_up")),
+    "reuse_grad": Knob(False, "lower levels reuse the unroll's gradient for their real step (one "
+                       "pass fewer per level; changes DARTS' update order, off by default)"),
     "fd_gap_every": Knob(1, "measure the finite-difference vs exact hypergradient gap every N "
                          "epochs on one batch (0: never)", low=0, high=10000),
     "device": Knob("auto", "cuda when available, else cpu", choices=("auto", "cpu", "cuda")),

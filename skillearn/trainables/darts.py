@@ -14,9 +14,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from skillearn.mlo import Level, MultilevelProgram
+from skillearn.mlo import Level
 from skillearn.search_spaces.darts import SuperNet
-from skillearn.trainables.setup import Built, Setup
+from skillearn.trainables.setup import Built, Setup, program_for
 from skillearn.trainables.skill import Knob, Skill
 from skillearn.trainables.weights import count_parameters, run_with
 
@@ -44,7 +44,7 @@ def build(setup: Setup) -> Built:
                   w_opt, T_max=cfg["epochs"], eta_min=cfg["w_lr_min"])),
         Level("arch", arch, a_opt, val_loss, reads=("weights",)),
     ]
-    program = MultilevelProgram(levels, method=cfg["method"], order=cfg["order"])
+    program = program_for(levels, cfg)
     return Built(
         program=program,
         predict=net,

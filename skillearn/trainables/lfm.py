@@ -24,10 +24,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from skillearn.mlo import Level, MultilevelProgram
+from skillearn.mlo import Level
 from skillearn.search_spaces.darts import SuperNet
 from skillearn.trainables.encoders import make_encoder
-from skillearn.trainables.setup import Built, Setup
+from skillearn.trainables.setup import Built, Setup, program_for
 from skillearn.trainables.skill import Knob, Skill
 from skillearn.trainables.weights import clone_weights, count_parameters, run_with
 
@@ -111,7 +111,7 @@ def build(setup: Setup) -> Built:
               scheduler=cosine(w2_opt), depends_on=("arch",)),
         Level("arch", upper, upper_opt, val_loss, reads=("w2",), grad_clip=5.0),
     ]
-    program = MultilevelProgram(levels, method=cfg["method"], order=cfg["order"])
+    program = program_for(levels, cfg)
 
     def predict(x):
         return run_with(net, x, w2, w2_buffers)

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from skillearn.data import DataBundle
-from skillearn.mlo import MultilevelProgram
+from skillearn.mlo import Level, MultilevelProgram
 from skillearn.search_spaces.darts import PRIMITIVES, Genotype, SpaceConfig
 
 # 8x8 inputs (the embedded digits) get a reduced space so a whole sweep fits in minutes on two
@@ -59,6 +59,12 @@ class Built:
     gap_level: str | None = None
     param_count: int = 0
     epoch_metrics: Callable[[], dict[str, Any]] | None = None
+
+
+def program_for(levels: list[Level], config: Mapping[str, Any]) -> MultilevelProgram:
+    """The engine for a skill's levels, with the run's method, order and reuse settings."""
+    return MultilevelProgram(levels, method=config["method"], order=config["order"],
+                             reuse_unroll_grad=config["reuse_grad"])
 
 
 def resolve_space(config: Mapping[str, Any], data: DataBundle) -> tuple[SpaceConfig, dict]:

@@ -24,7 +24,9 @@ class Knob:
     """One setting of a skill.
 
     `low`/`high` bound both validation and the outer (Optuna) search; `tune=True` puts the knob
-    in a sweep's search space by default.
+    in a sweep's search space by default. `when={"other": value or (values…)}` makes the knob
+    conditional: it is only searched when the other knobs took one of those values (a
+    define-by-run space, e.g. the width of MW-Net's second layer only when it has two).
     """
 
     default: KnobValue
@@ -34,6 +36,7 @@ class Knob:
     log: bool = False
     choices: tuple[KnobValue, ...] | None = None
     tune: bool = False
+    when: Mapping[str, Any] | None = None
 
     def check(self, name: str, value: Any) -> None:
         """Raise ConfigError when `value` is not allowed for this knob."""

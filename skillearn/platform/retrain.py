@@ -1,0 +1,133 @@
+"""`skillearn retrain`: the derive -> retrain half of the NAS protocol, for several seeds.
+
+The genotype comes from a trial's MLflow run (its `genotype.json` artifact / tag, and the data
+settings from its params) or from a JSON file. Retraining runs in this process (no Ray: one
+network, one seed at a time) and its result is logged to MLflow as a run of its own, tagged
+with the source run so the UI links them.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from skillearn.platform.validate import UsageError
+
+DATA_KEYS = ("dataset", "data_root", "noise_rate", "noise_type", "imbalance", "seed", "space",
+             "retrain_channels", "retrain_cells")
+
+
+def genotype_from_run(tracking_uri: str, run_id: str) -> tuple[str, dict[str, Any]]:
+    """(genotype JSON, params) of an MLflow trial run."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as err:
+        raise UsageError(f"no MLflow run {run_id!r} in {tracking_uri}: {err.message}") from None
+    genotype = run.data.tags.get("genotype")
+    if not genotype:
+        try:
+            local = client.download_artifacts(run_id, "genotype.json")
+            genotype = Path(local).read_text()
+        except Exception:
+            raise UsageError(f"run {run_id} has no genotype (not a NAS trial?)") from None
+    return genotype, dict(run.data.params)
+
+
+def _typed(raw: Any, default: Any) -> Any:
+    """MLflow params are strings: give them back the type of the knob's default."""
+    if isinstance(default, bool) or not isinstance(default, int | float) or raw is None:
+        return raw
+    return type(default)(float(raw))
+
+
+def retrain_settings(params: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Data and network settings for retraining: the trial's, then the user's overrides."""
+    from skillearn.trainables.common import COMMON_KNOBS
+    from skillearn.trainables.skill import ConfigError
+
+    settings: dict[str, Any] = {k: COMMON_KNOBS[k].default for k in COMMON_KNOBS}
+    for key in DATA_KEYS:
+        if key in params:
+            settings[key] = _typed(params[key], COMMON_KNOBS[key].default)
+    settings.update({k: v for k, v in overrides.items() if v is not None})
+    for key, value in settings.items():
+        try:
+            COMMON_KNOBS[key].check(key, value)
+        except ConfigError as err:
+            raise UsageError(str(err)) from None
+    return settings
+
+
+def retrain_seeds(
+    genotype_json: str,
+    settings: Mapping[str, Any],
+    seeds: Sequence[int],
+    epochs: int,
+) -> list[dict[str, Any]]:
+    """Retrain the genotype once per seed (data split fixed by the trial's seed)."""
+    from skillearn.data import load_data
+    from skillearn.search_spaces.darts import Genotype
+    from skillearn.trainables.retrain import retrain_genotype
+    from skillearn.trainables.runner import data_spec
+    from skillearn.trainables.setup import pick_device, resolve_space
+
+    genotype = Genotype.from_json(genotype_json)
+    data = load_data(data_spec(settings))
+    _, shape = resolve_space(settings, data)
+    device = pick_device(settings["device"])
+    rows = []
+    for seed in seeds:
+        started = time.perf_counter()
+        metrics = retrain_genotype(genotype, data, device, epochs=epochs, seed=seed, **shape)
+        metrics.update(seed=seed, seconds=round(time.perf_counter() - started, 1))
+        rows.append(metrics)
+        print(f"seed {seed}: test accuracy {metrics['retrain_test_acc']:.4f} "
+              f"(worst class {metrics['retrain_worst_class_acc']:.4f}, "
+              f"{metrics['seconds']} s)", flush=True)
+    return rows
+
+
+def summarize(rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """Mean and standard deviation of the retrained test accuracy over seeds."""
+    accs = [r["retrain_test_acc"] for r in rows]
+    worst = [r["retrain_worst_class_acc"] for r in rows]
+    return {
+        "retrain_test_acc_mean": statistics.fmean(accs),
+        "retrain_test_acc_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+        "retrain_worst_class_acc_mean": statistics.fmean(worst),
+        "retrain_params": float(rows[0]["retrain_params"]),
+    }
+
+
+def log_retrain(
+    tracking_uri: str, experiment: str, source: str, settings: Mapping[str, Any],
+    genotype_json: str, rows: Sequence[Mapping[str, Any]], summary: Mapping[str, float],
+) -> str:
+    """One MLflow run holding every seed's result and the mean/std; returns its id."""
+    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    experiment_id = found.experiment_id if found else client.create_experiment(experiment)
+    run = client.create_run(experiment_id, run_name=f"retrain-{source[:12]}",
+                            tags={"skillearn.kind": "retrain", "skillearn.source": source,
+                                  "genotype": genotype_json})
+    now = int(time.time() * 1000)
+    metrics = [Metric(k, float(v), now, 0) for k, v in summary.items()]
+    metrics += [Metric("retrain_test_acc_seed", float(r["retrain_test_acc"]), now, int(r["seed"]))
+                for r in rows]
+    params = [Param(k, str(settings[k])) for k in DATA_KEYS]
+    params.append(Param("seeds", json.dumps([int(r["seed"]) for r in rows])))
+    client.log_batch(run.info.run_id, metrics=metrics, params=params,
+                     tags=[RunTag("skillearn.seeds", str(len(rows)))])
+    client.set_terminated(run.info.run_id, "FINISHED")
+    return run.info.run_id
