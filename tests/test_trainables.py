@@ -99,7 +99,7 @@ def test_bad_configs_are_refused_with_the_reason() -> None:
         resolve_config(darts, {"method": "newton"})
     with pytest.raises(ConfigError, match="does not support method 'first_order'"):
         resolve_config(get_skill("lfm"), {"method": "first_order"})
-    with pytest.raises(ConfigError, match="unknown skill 'dart'; available: darts, lfm"):
+    with pytest.raises(ConfigError, match="unknown skill 'dart'; available: .*darts.*lfm"):
         get_skill("dart")
 
 
