@@ -52,6 +52,7 @@ def build(setup: Setup) -> Built:
         genotype=net.genotype,
         alphas=net.arch_parameters,
         gap_level="arch",
+        ops=setup.space.ops,
         param_count=count_parameters(weights),
     )
 

@@ -128,6 +128,7 @@ def build(setup: Setup) -> Built:
         genotype=net.genotype,
         alphas=net.arch_parameters,
         gap_level="arch",
+        ops=setup.space.ops,
         param_count=count_parameters(w1),
         epoch_metrics=epoch_metrics,
     )

@@ -180,6 +180,7 @@ def _epoch_metrics(
             metrics[name] = json.dumps(alpha.detach().cpu().tolist())
     if built.genotype is not None:
         metrics["genotype"] = built.genotype().to_json()
+        metrics["ops"] = json.dumps(list(built.ops))
     if built.epoch_metrics is not None:
         metrics.update(built.epoch_metrics())
     for key in ("train_loss", "val_acc"):

@@ -58,6 +58,7 @@ class Built:
     alphas: Callable[[], dict[str, torch.Tensor]] | None = None
     gap_level: str | None = None
     param_count: int = 0
+    ops: tuple[str, ...] = ()
     epoch_metrics: Callable[[], dict[str, Any]] | None = None
 
 

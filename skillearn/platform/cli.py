@@ -1,0 +1,264 @@
+"""The `skillearn` command: sweep, report, ui, retrain, skills, datasets.
+
+Every user-fixable mistake ends as one line `skillearn: error: ...` on stderr and exit code 2,
+before Ray or any trial starts. Heavy imports (Ray, MLflow, torch) happen only in the
+subcommand that needs them, so `skillearn skills` or a typo answers instantly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from skillearn.platform.validate import UsageError
+
+PROG = "skillearn"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad command line as a UsageError (one line), not usage + exit."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def _first_line(text: str | None) -> str:
+    return (text or "").strip().splitlines()[0] if (text or "").strip() else ""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the `skillearn` command (exposed for docs and tests)."""
+    parser = _Parser(prog=PROG, description="Learning skills as Ray Tune sweeps tracked in MLflow.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    sweep = sub.add_parser("sweep", help="run (or --resume) a hyperparameter sweep of a skill")
+    sweep.add_argument("skill", help="skill to sweep (see `skillearn skills`)")
+    data = sweep.add_argument_group("data")
+    data.add_argument("--dataset", help="dataset name (see `skillearn datasets`)")
+    data.add_argument("--data-root", help="folder holding the dataset files")
+    data.add_argument("--download", action="store_true", default=None,
+                      help="let torchvision download CIFAR into --data-root")
+    data.add_argument("--noise-rate", type=float, help="label-noise rate of the training split")
+    data.add_argument("--noise-type", choices=("uniform", "flip"), help="label-noise model")
+    data.add_argument("--imbalance", type=float, help="long-tail imbalance factor (>= 1)")
+    run = sweep.add_argument_group("trials")
+    run.add_argument("--samples", type=int, default=8, help="number of trials (default 8)")
+    run.add_argument("--epochs", type=int, help="search epochs per trial")
+    run.add_argument("--seed", type=int, help="seed of data, trials and the TPE sampler")
+    run.add_argument("--method", help="hypergradient method (first_order, finite_difference, "
+                     "exact)")
+    run.add_argument("--retrain-epochs", type=int, help="retrain each derived architecture for N "
+                     "epochs inside its trial (0: skip)")
+    run.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                     help="any other knob; pinning a tuned knob removes it from the search")
+    run.add_argument("--no-asha", dest="asha", action="store_false",
+                     help="run every trial to the end (no early stopping)")
+    place = sweep.add_argument_group("where")
+    place.add_argument("--concurrency", type=int,
+                       help="trials at once (default: CPUs // --cpus-per-trial)")
+    place.add_argument("--cpus-per-trial", type=float, default=1.0, help="default 1")
+    place.add_argument("--gpus-per-trial", type=float, default=0.0,
+                       help="GPUs per trial, fractions share a GPU (default 0)")
+    place.add_argument("--address", help="Ray cluster: ray://host:10001, host:6379 or auto "
+                       "(default: a local Ray)")
+    place.add_argument("--storage", help="directory of sweep results (default ./skillearn_runs)")
+    place.add_argument("--name", help="sweep name (default SKILL-DATASET-TIMESTAMP)")
+    place.add_argument("--resume", action="store_true",
+                       help="continue the sweep --name (default: the latest of SKILL/DATASET); "
+                       "its original settings are used")
+    _tracking_args(place)
+    place.add_argument("--experiment", default="skillearn", help="MLflow experiment name")
+
+    report = sub.add_parser("report", help="best trials from MLflow as a table")
+    _tracking_args(report)
+    report.add_argument("--experiment", default="skillearn", help="MLflow experiment name")
+    report.add_argument("--top", type=int, default=10, help="rows to show (default 10)")
+
+    ui = sub.add_parser("ui", help="open the MLflow UI on the tracking store")
+    _tracking_args(ui)
+    ui.add_argument("--port", type=int, default=5000, help="default 5000")
+
+    retrain = sub.add_parser("retrain", help="retrain a searched architecture from scratch "
+                             "with several seeds (search -> derive -> retrain)")
+    source = retrain.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run-id", help="MLflow run of a trial (see `skillearn report`)")
+    source.add_argument("--genotype", help="genotype JSON file")
+    retrain.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                         help="retraining seeds (default 0 1 2)")
+    retrain.add_argument("--epochs", type=int, default=30, help="default 30")
+    retrain.add_argument("--dataset", help="default: the trial's dataset (digits for a file)")
+    retrain.add_argument("--data-root", help="folder holding the dataset files")
+    retrain.add_argument("--channels", type=int, help="network width (default: preset)")
+    retrain.add_argument("--cells", type=int, help="network depth (default: preset)")
+    _tracking_args(retrain)
+    retrain.add_argument("--experiment", default="skillearn", help="MLflow experiment name")
+
+    sub.add_parser("skills", help="list the skills")
+    sub.add_parser("datasets", help="list the datasets")
+    return parser
+
+
+def _tracking_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tracking-uri", help="MLflow store: sqlite:///<path>/mlflow.db or "
+                        "http(s)://server (default sqlite:///./mlflow.db, absolute)")
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from skillearn.platform.validate import parse_sets, validate_sweep
+    from skillearn.trainables.registry import get_skill
+    from skillearn.trainables.skill import ConfigError
+
+    try:
+        skill = get_skill(args.skill)
+    except ConfigError as err:
+        raise UsageError(f"{err} (see `skillearn skills`)") from None
+    overrides: dict[str, Any] = parse_sets(args.sets, skill)
+    flags = {
+        "dataset": args.dataset, "data_root": args.data_root, "download": args.download,
+        "noise_rate": args.noise_rate, "noise_type": args.noise_type,
+        "imbalance": args.imbalance, "epochs": args.epochs, "seed": args.seed,
+        "method": args.method, "retrain_epochs": args.retrain_epochs,
+    }
+    overrides.update({k: v for k, v in flags.items() if v is not None})
+    spec = validate_sweep(
+        args.skill, overrides, samples=args.samples, storage=args.storage, name=args.name,
+        tracking_uri=args.tracking_uri, experiment=args.experiment, address=args.address,
+        resume=args.resume, concurrency=args.concurrency, cpus_per_trial=args.cpus_per_trial,
+        gpus_per_trial=args.gpus_per_trial, asha=args.asha,
+    )
+    from skillearn.platform.sweep import run_sweep
+
+    return 0 if run_sweep(spec) is not None else 1
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from skillearn.platform.report import best_trials, format_table
+    from skillearn.platform.validate import check_tracking_uri, default_tracking_uri
+
+    uri = check_tracking_uri(args.tracking_uri or default_tracking_uri())
+    print(format_table(best_trials(uri, args.experiment, args.top)))
+    return 0
+
+
+def _cmd_ui(args: argparse.Namespace) -> int:
+    from skillearn.platform.validate import check_tracking_uri, default_tracking_uri
+
+    if not 0 < args.port < 65536:
+        raise UsageError(f"--port must be between 1 and 65535, got {args.port}")
+    uri = check_tracking_uri(args.tracking_uri or default_tracking_uri())
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+               "--host", "127.0.0.1", "--port", str(args.port)]
+    print(f"MLflow UI on http://127.0.0.1:{args.port} (Ctrl-C to stop)", flush=True)
+    try:
+        return subprocess.call(command)
+    except KeyboardInterrupt:
+        return 0
+
+
+def _cmd_retrain(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from skillearn.platform.retrain import (
+        genotype_from_run,
+        log_retrain,
+        retrain_seeds,
+        retrain_settings,
+        summarize,
+    )
+    from skillearn.platform.validate import check_tracking_uri, default_tracking_uri
+
+    if args.epochs < 1:
+        raise UsageError(f"--epochs must be >= 1, got {args.epochs}")
+    uri = check_tracking_uri(args.tracking_uri or default_tracking_uri())
+    if args.run_id:
+        genotype_json, params = genotype_from_run(uri, args.run_id)
+        source = args.run_id
+    else:
+        path = Path(args.genotype)
+        if not path.is_file():
+            raise UsageError(f"genotype file {path} does not exist")
+        genotype_json, params, source = path.read_text(), {}, str(path)
+    _check_genotype(genotype_json, source)
+    settings = retrain_settings(params, {
+        "dataset": args.dataset, "data_root": args.data_root,
+        "retrain_channels": args.channels, "retrain_cells": args.cells,
+    })
+    _check_data_settings(settings)
+    rows = retrain_seeds(genotype_json, settings, args.seeds, args.epochs)
+    summary = summarize(rows)
+    run_id = log_retrain(uri, args.experiment, source, settings, genotype_json, rows, summary)
+    print(f"retrained test accuracy over {len(rows)} seeds: "
+          f"{summary['retrain_test_acc_mean']:.4f} ± {summary['retrain_test_acc_std']:.4f} "
+          f"(MLflow run {run_id})")
+    return 0
+
+
+def _check_genotype(genotype_json: str, source: str) -> None:
+    from skillearn.search_spaces.darts import Genotype
+
+    try:
+        Genotype.from_json(genotype_json)
+    except Exception as err:
+        raise UsageError(f"{source} does not hold a genotype: {err}") from None
+
+
+def _check_data_settings(settings: dict[str, Any]) -> None:
+    from skillearn.data import DataError, check_data_spec
+    from skillearn.trainables.runner import data_spec
+
+    try:
+        check_data_spec(data_spec(settings))
+    except DataError as err:
+        raise UsageError(str(err)) from None
+
+
+def _cmd_skills(args: argparse.Namespace) -> int:
+    from skillearn.trainables.registry import available_skills, get_skill
+
+    for name in available_skills():
+        try:
+            summary = get_skill(name).summary
+        except Exception as err:  # one broken skill module must not hide the others
+            summary = f"(cannot load: {err})"
+        print(f"{name:12s} {summary}")
+    return 0
+
+
+def _cmd_datasets(args: argparse.Namespace) -> int:
+    from skillearn.data.registry import LOADERS, available_datasets
+
+    for name in available_datasets():
+        print(f"{name:12s} {_first_line(LOADERS[name].__doc__)}")
+    return 0
+
+
+COMMANDS = {
+    "sweep": _cmd_sweep,
+    "report": _cmd_report,
+    "ui": _cmd_ui,
+    "retrain": _cmd_retrain,
+    "skills": _cmd_skills,
+    "datasets": _cmd_datasets,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `skillearn`; returns the exit code (2 for a bad request)."""
+    from skillearn.trainables.skill import ConfigError
+
+    try:
+        args = build_parser().parse_args(argv)
+        return COMMANDS[args.command](args)
+    except (UsageError, ConfigError) as err:  # DataError is turned into UsageError
+        message = " ".join(str(err).split())  # always exactly one line
+        print(f"{PROG}: error: {message}", file=sys.stderr)
+        return 2
+    except SystemExit as exit_:  # --help
+        return exit_.code if isinstance(exit_.code, int) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,203 @@
+"""Build and run a Ray Tune sweep of one skill: Optuna TPE + ASHA + MLflow, resumable.
+
+Declarative on purpose: `build_tuner` only assembles Ray Tune objects from a checked
+`SweepSpec`; the trial itself is `skillearn_trial`, a plain function of its config that hands the
+work to the common runner and forwards its per-epoch reports to Tune.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+from skillearn.platform.validate import SweepSpec
+from skillearn.trainables.registry import get_skill
+from skillearn.trainables.skill import Skill
+
+SKILL_KEY = "_skill"
+STATE_SNAPSHOT_S = 1.0
+
+
+def skillearn_trial(config: dict[str, Any]) -> None:
+    """One Ray Tune trial: run the skill, report each epoch (with its checkpoint) to Tune.
+
+    Restarts (a failed trial retried, or a resumed sweep) continue from Tune's latest checkpoint.
+    """
+    from ray import tune
+
+    from skillearn.trainables.runner import run_skill
+
+    skill = config[SKILL_KEY]
+    settings = {k: v for k, v in config.items() if k != SKILL_KEY}
+
+    def report(metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
+        checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        tune.report(dict(metrics), checkpoint=checkpoint)
+
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        run_skill(skill, settings, report)
+        return
+    with checkpoint.as_directory() as resume_from:
+        run_skill(skill, settings, report, resume_from=resume_from)
+
+
+def trial_dirname(trial: Any) -> str:
+    """Short trial folders (Ray's default packs every config value into the name)."""
+    return f"trial_{trial.trial_id}"
+
+
+def fixed_settings(spec: SweepSpec, skill: Skill) -> dict[str, Any]:
+    """Every resolved setting except the tuned knobs the user left open (those are searched)."""
+    searched = {k for k in skill.tuned_knobs() if k not in spec.overrides}
+    fixed = {k: v for k, v in spec.config.items() if k not in searched}
+    fixed[SKILL_KEY] = spec.skill
+    return fixed
+
+
+def default_concurrency(spec: SweepSpec, cpus_available: float) -> int:
+    """Trials at once: --concurrency, else as many as the CPUs hold (at least 1, at most N)."""
+    if spec.concurrency is not None:
+        return spec.concurrency
+    return max(1, min(spec.samples, int(cpus_available // spec.cpus_per_trial)))
+
+
+def build_tuner(spec: SweepSpec, concurrency: int) -> Any:
+    """The `tune.Tuner` of a sweep (or the restored one with --resume)."""
+    import optuna
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    from skillearn.platform.tracking import MlflowTracker
+    from skillearn.search_spaces.hpo import define_by_run
+
+    skill = get_skill(spec.skill)
+    trainable = tune.with_resources(
+        skillearn_trial, {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial}
+    )
+    if spec.resume:
+        # Searcher, scheduler and callbacks come back from the sweep's tuner.pkl; finished trials
+        # are kept, unfinished and errored ones continue from their last checkpoint.
+        return tune.Tuner.restore(
+            spec.path, trainable=trainable, resume_unfinished=True,
+            resume_errored=True, restart_errored=False,
+        )
+
+    fixed = fixed_settings(spec, skill)
+    seed = int(spec.config["seed"])
+    sampler = optuna.samplers.TPESampler(
+        seed=seed, n_startup_trials=min(4, spec.samples), constant_liar=True
+    )
+    searcher = OptunaSearch(
+        space=define_by_run(skill, fixed), metric=skill.metric, mode=skill.mode, sampler=sampler
+    )
+    scheduler = None
+    if spec.asha:
+        max_t = int(spec.config["epochs"])
+        scheduler = ASHAScheduler(
+            time_attr="training_iteration", max_t=max_t, grace_period=1 if max_t < 4 else 2,
+            reduction_factor=2,
+        )
+    tracker = MlflowTracker(
+        spec.tracking_uri, spec.experiment, spec.name, spec.path,
+        tags={"skill": spec.skill, "dataset": spec.config["dataset"],
+              "seed": spec.config["seed"]},
+        params={
+            **{k: v for k, v in fixed.items() if k != SKILL_KEY},
+            "samples": spec.samples, "concurrency": concurrency, "asha": spec.asha,
+            "cpus_per_trial": spec.cpus_per_trial, "gpus_per_trial": spec.gpus_per_trial,
+            "searched": ",".join(sorted(set(skill.tuned_knobs()) - set(fixed))) or "-",
+        },
+        metric=skill.metric, mode=skill.mode,
+    )
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            metric=skill.metric, mode=skill.mode, search_alg=searcher, scheduler=scheduler,
+            num_samples=spec.samples, max_concurrent_trials=concurrency,
+            trial_dirname_creator=trial_dirname,
+        ),
+        run_config=tune.RunConfig(
+            name=spec.name,
+            storage_path=spec.storage,
+            callbacks=[tracker],
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            failure_config=tune.FailureConfig(max_failures=2),
+            verbose=1,
+        ),
+    )
+
+
+def summarize_best(results: Any, metric: str, mode: str, searched: list[str]) -> dict[str, Any]:
+    """The best trial of a finished sweep as a flat dict (for the table and the caller)."""
+    from skillearn.platform.report import short_genotype
+
+    best = results.get_best_result(metric=metric, mode=mode)
+    last = best.metrics or {}
+    config = best.config or {}
+    row: dict[str, Any] = {"trial_id": last.get("trial_id"), metric: last.get(metric)}
+    for key in ("test_acc", "worst_class_acc", "epoch"):
+        if key in last:
+            row[key] = last[key]
+    for key in searched:
+        if key in config:
+            row[key] = config[key]
+    genotype = last.get("genotype")
+    row["genotype"] = short_genotype(genotype) if isinstance(genotype, str) else None
+    row["path"] = best.path
+    return row
+
+
+def _init_ray(spec: SweepSpec) -> None:
+    import ray
+
+    if spec.address:
+        ray.init(address=spec.address, log_to_driver=True)
+    else:
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=True)
+
+
+def run_sweep(spec: SweepSpec) -> dict[str, Any] | None:
+    """Run (or resume) the sweep; print and return the best trial (None when all failed)."""
+    import pandas as pd
+    import ray
+
+    skill = get_skill(spec.skill)
+    # Tune snapshots the sweep state at most every 10 s by default; a sweep killed in that window
+    # would re-run trials that had already finished. Small sweeps snapshot cheaply, so do it often
+    # (a user's own setting wins).
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", str(STATE_SNAPSHOT_S))
+    started = not ray.is_initialized()
+    if started:
+        _init_ray(spec)
+    try:
+        cpus = float(ray.cluster_resources().get("CPU", os.cpu_count() or 1))
+        tuner = build_tuner(spec, default_concurrency(spec, cpus))
+        results = tuner.fit()
+        searched = sorted(k for k in skill.tuned_knobs() if k not in spec.overrides)
+        if results.num_errors:
+            print(
+                f"skillearn: {results.num_errors} of {len(results)} trials failed; their errors "
+                f"are in {spec.path} and tagged `error` in MLflow",
+                file=sys.stderr,
+            )
+        if results.num_errors == len(results):
+            return None
+        best = summarize_best(results, skill.metric, skill.mode, searched)
+        print(f"\nbest trial of sweep {spec.name} ({skill.metric}, {skill.mode}):")
+        with pd.option_context("display.max_colwidth", 500):
+            print(pd.Series(best, dtype=object).to_string())
+        print(f"\nsee all trials: skillearn report --tracking-uri {spec.tracking_uri} "
+              f"--experiment {spec.experiment}")
+        return best
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def sweep_overrides(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Drop unset CLI flags (None) so the skill's own defaults apply."""
+    return {k: v for k, v in values.items() if v is not None}

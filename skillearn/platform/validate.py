@@ -1,0 +1,348 @@
+"""Up-front checks of a sweep request: everything a user can get wrong fails here, in one line.
+
+Runs before `ray.init` and before any trial, so a typo costs milliseconds, not a cluster start.
+Nothing here imports Ray at module level; only `--address auto` asks Ray's own lookup.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from skillearn.trainables.registry import all_knobs, get_skill, resolve_config
+from skillearn.trainables.skill import ConfigError, Skill
+
+CONNECT_TIMEOUT_S = 3.0
+MAX_GPUS_PER_TRIAL = 8
+
+
+class UsageError(ValueError):
+    """A user-fixable problem with the request; the message says what is wrong and how to fix it."""
+
+
+def default_storage() -> Path:
+    """Where sweeps are stored when --storage is not given: ./skillearn_runs, absolute."""
+    return (Path.cwd() / "skillearn_runs").resolve()
+
+
+def default_tracking_uri() -> str:
+    """A local SQLite MLflow store next to the user (MLflow >= 3.13 refuses file stores)."""
+    return f"sqlite:///{(Path.cwd() / 'mlflow.db').resolve()}"
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """A checked sweep request: only values that are known to work from here on."""
+
+    skill: str
+    overrides: Mapping[str, Any]
+    config: Mapping[str, Any]
+    samples: int
+    storage: str  # an absolute local directory, or a URI (s3://, gs://) for multi-node clusters
+    name: str
+    tracking_uri: str
+    experiment: str
+    address: str | None = None
+    resume: bool = False
+    concurrency: int | None = None
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    asha: bool = True
+
+    @property
+    def path(self) -> str:
+        """The sweep's experiment directory (Ray's storage_path / name)."""
+        return f"{self.storage.rstrip('/')}/{self.name}"
+
+
+def parse_value(raw: str, default: Any) -> Any:
+    """Turn a --set string into the type of the knob's default (unknown knobs keep the string)."""
+    if isinstance(default, bool):
+        low = raw.strip().lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        raise UsageError(f"--set expects true or false for this setting, got {raw!r}")
+    if isinstance(default, int):
+        try:
+            return int(raw)
+        except ValueError:
+            try:
+                return float(raw)  # resolve_config then says "must be an integer"
+            except ValueError:
+                raise UsageError(f"--set expects an integer here, got {raw!r}") from None
+    if isinstance(default, float):
+        try:
+            return float(raw)
+        except ValueError:
+            raise UsageError(f"--set expects a number here, got {raw!r}") from None
+    return raw
+
+
+def parse_sets(items: list[str], skill: Skill) -> dict[str, Any]:
+    """KEY=VALUE pairs from --set, typed by the skill's knobs."""
+    knobs = all_knobs(skill)
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise UsageError(f"--set expects KEY=VALUE, got {item!r} (e.g. --set batch_size=32)")
+        knob = knobs.get(key)
+        try:
+            out[key] = parse_value(raw, knob.default) if knob is not None else raw
+        except UsageError as err:
+            raise UsageError(f"{key}: {err}") from None
+    return out
+
+
+def check_address(address: str) -> None:
+    """Fail unless a Ray cluster answers at `address` (TCP connect; `auto` via Ray's lookup)."""
+    if address == "auto":
+        try:
+            from ray._private.services import canonicalize_bootstrap_address_or_die
+
+            address = canonicalize_bootstrap_address_or_die("auto")
+        except Exception as err:  # ConnectionError, or Ray's internals moved
+            raise UsageError(
+                f"--address auto found no running Ray cluster ({err}); start one with "
+                "`ray start --head` or drop --address to run locally"
+            ) from None
+    hostport = address.removeprefix("ray://")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise UsageError(
+            f"--address {address!r} is not host:port, ray://host:port or auto; "
+            "e.g. --address ray://head-node:10001"
+        )
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S):
+            pass
+    except OSError as err:
+        raise UsageError(
+            f"cannot reach the Ray cluster at {address} ({err}); check the head node is up and "
+            "the port is open, or drop --address to run locally"
+        ) from None
+
+
+def _sqlite_path(uri: str) -> Path:
+    """The database file of a sqlite:/// URI (relative paths taken from the current directory)."""
+    rest = uri[len("sqlite:///") :] if uri.startswith("sqlite:///") else ""
+    if not rest or rest == ":memory:":
+        raise UsageError(
+            f"tracking URI {uri!r} names no database file; use sqlite:///<path>/mlflow.db"
+        )
+    return Path(rest).expanduser().resolve()
+
+
+def check_tracking_uri(uri: str) -> str:
+    """Fail unless MLflow can write to `uri`; returns it normalised (sqlite paths absolute)."""
+    scheme = urllib.parse.urlparse(uri).scheme.lower()
+    if scheme in ("", "file") or len(scheme) == 1:  # plain paths, file:, Windows drives
+        raise UsageError(
+            f"tracking URI {uri!r} is a file store, which MLflow >= 3.13 refuses; "
+            f"use sqlite:///{Path(uri.removeprefix('file:')).expanduser().resolve()}/mlflow.db "
+            "or an http(s):// tracking server"
+        )
+    if scheme == "sqlite":
+        db = _sqlite_path(uri)
+        parent = db.parent
+        probe = parent
+        while not probe.exists():
+            probe = probe.parent
+        if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+            raise UsageError(
+                f"cannot create the MLflow database {db}: {probe} is not a writable directory; "
+                "pick a --tracking-uri sqlite:///<writable dir>/mlflow.db"
+            )
+        if db.exists() and not os.access(db, os.W_OK):
+            raise UsageError(f"the MLflow database {db} is read-only; make it writable")
+        return f"sqlite:///{db}"
+    if scheme in ("http", "https"):
+        health = uri.rstrip("/") + "/health"
+        try:
+            with urllib.request.urlopen(health, timeout=CONNECT_TIMEOUT_S) as response:
+                if response.status >= 400:
+                    raise urllib.error.HTTPError(health, response.status, "", None, None)
+        except (urllib.error.URLError, OSError, ValueError) as err:
+            raise UsageError(
+                f"cannot reach the MLflow tracking server at {uri} ({health}: {err}); start it "
+                "(`mlflow server`) or use --tracking-uri sqlite:///<dir>/mlflow.db"
+            ) from None
+        return uri
+    return uri  # databricks, postgresql, ...: MLflow reports its own errors
+
+
+def _check_data(config: Mapping[str, Any]) -> None:
+    """The data layer's own cheap checks (unknown dataset, rates, missing CIFAR files)."""
+    from skillearn.data.check import check_data_spec
+    from skillearn.data.errors import DataError
+    from skillearn.data.spec import DataSpec
+
+    spec = DataSpec(
+        name=config["dataset"],
+        root=config["data_root"] or None,
+        download=bool(config["download"]),
+        seed=int(config["seed"]),
+        noise_rate=float(config["noise_rate"]),
+        noise_type=config["noise_type"],
+        imbalance=float(config["imbalance"]),
+    )
+    try:
+        check_data_spec(spec)
+    except DataError as err:
+        raise UsageError(str(err)) from None
+
+
+def sweep_exists(path: Path | str) -> bool:
+    """Whether `path` (a directory or URI) holds a Ray Tune experiment that can be restored."""
+    if "://" not in str(path):
+        return (Path(path) / "tuner.pkl").is_file()
+    from ray import tune
+
+    try:
+        return tune.Tuner.can_restore(str(path))
+    except Exception as err:
+        raise UsageError(f"cannot read the sweep storage {path} ({err}); check --storage") from None
+
+
+def _latest_sweep(storage: Path, prefix: str) -> str | None:
+    """Name of the newest restorable sweep in `storage` whose name starts with `prefix`."""
+    if not storage.is_dir():
+        return None
+    found = [p for p in storage.iterdir() if p.name.startswith(prefix) and sweep_exists(p)]
+    return max(p.name for p in found) if found else None  # names end in a timestamp
+
+
+def validate_sweep(
+    skill_name: str,
+    overrides: Mapping[str, Any],
+    *,
+    samples: int,
+    storage: str | None = None,
+    name: str | None = None,
+    tracking_uri: str | None = None,
+    experiment: str = "skillearn",
+    address: str | None = None,
+    resume: bool = False,
+    concurrency: int | None = None,
+    cpus_per_trial: float = 1.0,
+    gpus_per_trial: float = 0.0,
+    asha: bool = True,
+) -> SweepSpec:
+    """Check everything about a sweep request; raise UsageError naming the first problem."""
+    try:
+        skill = get_skill(skill_name)
+    except ConfigError as err:
+        raise UsageError(f"{err} (see `skillearn skills`)") from None
+    overrides = dict(overrides)
+    if overrides.get("data_root"):
+        overrides["data_root"] = str(Path(overrides["data_root"]).expanduser().resolve())
+    try:
+        config = resolve_config(skill, overrides)
+    except ConfigError as err:
+        raise UsageError(str(err)) from None
+    if config["data_root"] and not config["download"] and not Path(config["data_root"]).is_dir():
+        raise UsageError(
+            f"data root {config['data_root']} does not exist; point --data-root at the folder "
+            "holding the dataset or add --download"
+        )
+    _check_data(config)
+
+    if samples < 1:
+        raise UsageError(f"--samples must be at least 1, got {samples}")
+    if concurrency is not None and concurrency < 1:
+        raise UsageError(f"--concurrency must be at least 1, got {concurrency}")
+    if not cpus_per_trial > 0:
+        raise UsageError(f"--cpus-per-trial must be > 0, got {cpus_per_trial}")
+    if not 0 <= gpus_per_trial <= MAX_GPUS_PER_TRIAL:
+        raise UsageError(
+            f"--gpus-per-trial must be between 0 and {MAX_GPUS_PER_TRIAL} "
+            f"(fractions such as 0.5 share a GPU), got {gpus_per_trial}"
+        )
+    if not address:  # a local Ray: trials asking for more than this machine has never start
+        cpus = os.cpu_count() or 1
+        if cpus_per_trial > cpus:
+            raise UsageError(
+                f"--cpus-per-trial {cpus_per_trial} exceeds this machine's {cpus} CPUs; lower it "
+                "or pass --address of a bigger Ray cluster"
+            )
+        if gpus_per_trial > 0:
+            import torch
+
+            gpus = torch.cuda.device_count()
+            if gpus_per_trial > gpus:
+                raise UsageError(
+                    f"--gpus-per-trial {gpus_per_trial} but this machine has {gpus} GPU(s); use "
+                    "--gpus-per-trial 0 or --address of a Ray cluster with GPUs"
+                )
+    if not experiment.strip():
+        raise UsageError("--experiment must not be empty")
+
+    remote = bool(storage) and "://" in str(storage)
+    local = None if remote else (Path(storage).expanduser().resolve() if storage else
+                                 default_storage())
+    store = str(storage).rstrip("/") if local is None else str(local)
+    if local is not None and local.exists() and not local.is_dir():
+        raise UsageError(f"--storage {local} is a file; give a directory")
+    if name is not None and (not name.strip() or "/" in name or name in (".", "..")):
+        raise UsageError(f"--name {name!r} must be a non-empty name without '/'")
+    prefix = f"{skill_name}-{config['dataset']}-"
+    if resume:
+        if name is None and local is None:
+            raise UsageError("--resume with a remote --storage needs the sweep's --name")
+        if name is None:
+            name = _latest_sweep(local, prefix)
+            if name is None:
+                raise UsageError(
+                    f"--resume found no previous {skill_name} sweep on {config['dataset']} in "
+                    f"{store}; check --storage, or pass the sweep's --name"
+                )
+        elif not sweep_exists(f"{store}/{name}"):
+            raise UsageError(
+                f"--resume: no previous sweep named {name!r} in {store}; check --name and "
+                "--storage, or drop --resume to start a new sweep"
+            )
+    else:
+        name = name or prefix + datetime.now().strftime("%Y%m%d-%H%M%S")
+        if local is not None and (local / name).exists():
+            raise UsageError(
+                f"a sweep named {name!r} already exists in {store}; add --resume to "
+                "continue it or choose another --name"
+            )
+
+    uri = check_tracking_uri(tracking_uri or default_tracking_uri())
+    if address and address.startswith("ray://") and uri.startswith("sqlite:"):
+        # With Ray Client the Tune driver (and so the MLflow logging) runs on the head node.
+        raise UsageError(
+            "with --address ray://... the sweep is driven from the cluster's head node, which "
+            "cannot write this machine's SQLite store; pass --tracking-uri http://<mlflow-server>"
+        )
+    if address:
+        check_address(address)
+
+    return SweepSpec(
+        skill=skill_name,
+        overrides=overrides,
+        config=config,
+        samples=samples,
+        storage=store,
+        name=name,
+        tracking_uri=uri,
+        experiment=experiment,
+        address=address,
+        resume=resume,
+        concurrency=concurrency,
+        cpus_per_trial=cpus_per_trial,
+        gpus_per_trial=gpus_per_trial,
+        asha=asha,
+    )
