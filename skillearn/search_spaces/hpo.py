@@ -43,11 +43,12 @@ def _check_searchable(name: str, knob: Knob) -> None:
         return
     if not isinstance(knob.default, int | float):
         raise ConfigError(f"knob {name!r} is marked tune=True but has no choices; give it choices")
-    if knob.low is None or knob.high is None:
+    low, high = knob.search_range()
+    if low is None or high is None:
         raise ConfigError(
             f"knob {name!r} is marked tune=True but has no low/high range; set both bounds"
         )
-    if knob.log and knob.low <= 0:
+    if knob.log and low <= 0:
         raise ConfigError(f"knob {name!r} is log-scaled, so its low bound must be > 0")
 
 
@@ -76,9 +77,10 @@ def suggest(trial: optuna.Trial, name: str, knob: Knob) -> Any:
         return trial.suggest_categorical(name, list(knob.choices))
     if isinstance(knob.default, bool):
         return trial.suggest_categorical(name, [False, True])
+    low, high = knob.search_range()
     if isinstance(knob.default, int):
-        return trial.suggest_int(name, int(knob.low), int(knob.high), log=knob.log)
-    return trial.suggest_float(name, float(knob.low), float(knob.high), log=knob.log)
+        return trial.suggest_int(name, int(low), int(high), log=knob.log)
+    return trial.suggest_float(name, float(low), float(high), log=knob.log)
 
 
 def define_by_run(

@@ -27,6 +27,7 @@ class Knob:
     in a sweep's search space by default. `when={"other": value or (values…)}` makes the knob
     conditional: it is only searched when the other knobs took one of those values (a
     define-by-run space, e.g. the width of MW-Net's second layer only when it has two).
+    `search=(lo, hi)` narrows the tuned range without narrowing what a user may set.
     """
 
     default: KnobValue
@@ -37,6 +38,12 @@ class Knob:
     choices: tuple[KnobValue, ...] | None = None
     tune: bool = False
     when: Mapping[str, Any] | None = None
+    search: tuple[float, float] | None = None
+
+    def search_range(self) -> tuple[float | None, float | None]:
+        """The range a sweep searches: `search` when given (a narrower, sensible range than
+        what validation accepts), else [low, high]."""
+        return self.search if self.search is not None else (self.low, self.high)
 
     def check(self, name: str, value: Any) -> None:
         """Raise ConfigError when `value` is not allowed for this knob."""
