@@ -12,6 +12,12 @@ from skillearn.trainables.skill import ConfigError, Knob, Skill
 _SKILL_MODULES: dict[str, str] = {
     "darts": "skillearn.trainables.darts",
     "lfm": "skillearn.trainables.lfm",
+    "mwnet": "skillearn.trainables.mwnet",
+    "mwnet_nas": "skillearn.trainables.mwnet_nas",
+    "lfm_dr": "skillearn.trainables.lfm_dr",
+    "ce": "skillearn.trainables.baselines:CE",
+    "focal": "skillearn.trainables.baselines:FOCAL",
+    "class_balanced": "skillearn.trainables.baselines:CLASS_BALANCED",
 }
 
 
@@ -26,7 +32,8 @@ def get_skill(name: str) -> Skill:
         raise ConfigError(
             f"unknown skill {name!r}; available: {', '.join(available_skills())}"
         )
-    return importlib.import_module(_SKILL_MODULES[name]).SKILL
+    module, _, attribute = _SKILL_MODULES[name].partition(":")  # "module" or "module:ATTR"
+    return getattr(importlib.import_module(module), attribute or "SKILL")
 
 
 def all_knobs(skill: Skill) -> dict[str, Knob]:

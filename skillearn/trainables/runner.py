@@ -32,8 +32,11 @@ class NonFiniteError(FloatingPointError):
     """A loss or hypergradient became NaN/inf: the trial stops with this reason."""
 
 
-def data_spec(config: Mapping[str, Any], **extra: Any) -> DataSpec:
-    """The DataSpec a config asks for (shared with the platform's up-front checks)."""
+def data_spec(config: Mapping[str, Any]) -> DataSpec:
+    """The DataSpec a config asks for (shared with the platform's up-front checks).
+
+    Skills that train on a clean meta set (MW-Net) have a `meta_per_class` knob.
+    """
     return DataSpec(
         name=config["dataset"],
         root=config["data_root"] or None,
@@ -42,7 +45,7 @@ def data_spec(config: Mapping[str, Any], **extra: Any) -> DataSpec:
         noise_rate=float(config["noise_rate"]),
         noise_type=config["noise_type"],
         imbalance=float(config["imbalance"]),
-        **extra,
+        meta_per_class=int(config.get("meta_per_class", 0)),
     )
 
 
@@ -72,7 +75,7 @@ def run_skill(
     cfg = resolve_config(skill, {k: v for k, v in config.items() if not k.startswith("_")})
     device = pick_device(cfg["device"])
     seed_everything(cfg["seed"])
-    data = load_data(data_spec(cfg, **skill.extra.get("data", {})))
+    data = load_data(data_spec(cfg))
     space, retrain_shape = resolve_space(cfg, data)
     built: Built = skill.build(Setup(config=cfg, data=data, device=device, space=space))
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 KnobValue = float | int | str | bool
@@ -80,7 +80,6 @@ class Skill:
     methods: tuple[str, ...] = ("first_order", "finite_difference", "exact")
     metric: str = "val_acc"
     mode: str = "max"
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     def tuned_knobs(self) -> dict[str, Knob]:
         """The knobs a sweep searches over unless told otherwise."""

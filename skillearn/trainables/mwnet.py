@@ -1,0 +1,148 @@
+"""Meta-Weight-Net (Shu et al., 2019): learn an explicit loss -> weight mapping on clean data.
+
+    w*(theta) = argmin_w mean_i V(l_i(w); theta) * l_i(w)     level `w`, train batch
+    theta     = argmin_theta CE(w*(theta), meta batch)        level `theta`, reads `w`
+
+V sees the *detached* loss (`cost.data` in the original), so theta reaches the meta loss only
+through w's one-step-unrolled update: `first_order` would leave theta untouched and is not
+offered; `exact` is the original double backward, `finite_difference` the DARTS approximation.
+Order `top_down` = MW-Net: the meta step first, then the real step with the new theta. The
+unrolled step size is the classifier's current learning rate (MW-Net's `meta_lr`).
+Defaults are MW-Net's: SGD 0.1, momentum 0.9 (not Nesterov: the unroll mirrors plain SGD),
+wd 5e-4, /10 at 80% and 90% of the epochs, batch 100; theta Adam 1e-3, wd 1e-4; VNet 1-100-1.
+The meta set is clean and class balanced, carved from validation (`meta_per_class`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call
+
+from skillearn.mlo import Level, LossFn
+from skillearn.reweighting.metrics import reweighting_metrics
+from skillearn.reweighting.mwnet import MetaWeightNet, weight_curve, weight_inputs
+from skillearn.trainables.classifiers import (
+    CLASSIFIER_KNOBS,
+    classifier_optimizer,
+    logits_and_features,
+    make_classifier,
+    split_losses,
+)
+from skillearn.trainables.evaluation import class_accuracies
+from skillearn.trainables.setup import Built, Setup, program_for
+from skillearn.trainables.skill import Knob, Skill
+from skillearn.trainables.weights import count_parameters, run_with
+
+META_PER_CLASS = 10
+
+
+Forward = Callable[[Mapping[str, torch.Tensor], torch.Tensor],
+                   tuple[torch.Tensor, torch.Tensor | None]]
+
+
+def mwnet_train_loss(
+    forward: Forward, vnet: MetaWeightNet, current: Mapping[str, torch.Tensor], normalize: bool
+) -> LossFn:
+    """Level `w`'s loss: mean_i V(l_i, f_i) l_i, with V's inputs taken at the *current* w.
+
+    The engine also evaluates this loss at copies of w (exact) and at w +- eps v
+    (finite_difference). MW-Net's V reads `cost.data` of the current classifier, so V's input
+    must not move with those perturbations — otherwise finite differences would also
+    differentiate through V's input and approximate a different meta-gradient.
+    `normalize` divides by the batch's sum of weights instead of the batch size.
+    """
+
+    def loss(p, b):
+        x, y, _ = b["train"]
+        logits, features = forward(p["w"], x)
+        losses = F.cross_entropy(logits, y, reduction="none")
+        seen_losses, seen_features = losses, features
+        if p["w"] is not current:
+            with torch.no_grad():
+                now_logits, seen_features = forward(current, x)
+                seen_losses = F.cross_entropy(now_logits, y, reduction="none")
+        weights = functional_call(vnet, p["theta"], (weight_inputs(seen_losses, seen_features),))
+        if normalize:
+            weights = weights / weights.sum().clamp_min(1e-12) * len(weights)
+        return (weights * losses).mean()
+
+    return loss
+
+
+def build_mwnet(
+    setup: Setup, hidden: Sequence[int], feature_layer: str | None = None
+) -> Built:
+    """The MW-Net program for any VNet shape; `feature_layer` adds that classifier feature to
+    VNet's input (seed 003). Shared by `mwnet` and `mwnet_nas`."""
+    cfg, data, device = setup.config, setup.data, setup.device
+    net = make_classifier(cfg["classifier"], data.input_shape, data.num_classes).to(device)
+    extra = net.feature_dims[feature_layer] if feature_layer else 0
+    vnet = MetaWeightNet(1 + extra, tuple(hidden)).to(device)
+    w, theta = dict(net.named_parameters()), dict(vnet.named_parameters())
+
+    def forward(params, x):
+        return logits_and_features(net, x, feature_layer, params)
+
+    weighted_train_loss = mwnet_train_loss(forward, vnet, w,
+                                           normalize=cfg["weight_normalization"] == "sum")
+
+    def meta_loss(p, b):
+        x, y, _ = b["meta"]
+        return F.cross_entropy(run_with(net, x, p["w"]), y)
+
+    w_opt, w_schedule = classifier_optimizer(w, cfg)
+    theta_opt = torch.optim.Adam(theta.values(), lr=cfg["meta_lr"], weight_decay=cfg["meta_wd"])
+    program = program_for(
+        [Level("w", w, w_opt, weighted_train_loss, scheduler=w_schedule),
+         Level("theta", theta, theta_opt, meta_loss, reads=("w",))],
+        cfg,
+    )
+    train_counts = torch.bincount(data.train.clean_y, minlength=data.num_classes).tolist()
+
+    @torch.no_grad()
+    def epoch_metrics():
+        losses, features = split_losses(net, data.train, device, feature_layer)
+        weights = vnet(weight_inputs(losses, features))
+        _, per_class = class_accuracies(net, data.test, data.num_classes, device)
+        metrics = reweighting_metrics(per_class, train_counts, weights, data.train.is_noisy)
+        metrics["weight_curve"] = json.dumps(weight_curve(vnet, losses, weights))
+        return metrics
+
+    return Built(program=program, predict=net, modules=[net, vnet], gap_level="theta",
+                 param_count=count_parameters(w), epoch_metrics=epoch_metrics)
+
+
+def build(setup: Setup) -> Built:
+    return build_mwnet(setup, hidden=(setup.config["mwnet_hidden"],))
+
+
+MWNET_KNOBS: dict[str, Knob] = {
+    **CLASSIFIER_KNOBS,
+    "meta_lr": Knob(1e-3, "Adam learning rate of MW-Net's theta (MW-Net: 1e-3)", low=1e-5,
+                    high=0.1, log=True, tune=True, search=(1e-4, 1e-2)),
+    "meta_wd": Knob(1e-4, "weight decay of theta (MW-Net: 1e-4)", low=0.0, high=0.01),
+    "meta_per_class": Knob(META_PER_CLASS, "clean meta examples per class, carved from "
+                           "validation (MW-Net: 10 for imbalance, 100 for noise on CIFAR-10)",
+                           low=1, high=1000),
+    "weight_normalization": Knob(
+        "sum", "sum: divide the weighted train loss by the batch's sum of weights (MW-Net's "
+        "class-imbalance code and first release), so only relative weights matter; none: by the "
+        "batch size (the current MW-Net.py)", choices=("sum", "none")),
+    "method": Knob("exact", "hypergradient of theta: exact (MW-Net's double backward) or "
+                   "finite_difference", choices=("finite_difference", "exact")),
+}
+
+SKILL = Skill(
+    name="mwnet",
+    summary="Meta-Weight-Net: an MLP maps each example's loss to its weight, learned on clean "
+            "meta data",
+    knobs={**MWNET_KNOBS,
+           "mwnet_hidden": Knob(100, "hidden units of MW-Net (MW-Net: 100)", low=1, high=1000)},
+    build=build,
+    kind="reweighting",
+    methods=("finite_difference", "exact"),
+)
