@@ -1,0 +1,92 @@
+"""The benchmark suite runs end to end, and its naive DARTS reference is the same algorithm as
+skillearn's hypergradients (so the speed-ups it reports compare like with like)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks` is not installed
+
+from benchmarks import cases, step_ratio  # noqa: E402
+from benchmarks.common import run_probe_subprocess, summarize  # noqa: E402
+from benchmarks.equivalence import (  # noqa: E402
+    naive_vs_skillearn_first_order,
+    naive_vs_skillearn_second_order,
+    supernet_vs_naive_network,
+)
+
+TINY = cases.SIZES["tiny"][0]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def test_step_ratio_runs_end_to_end_and_writes_json(tmp_path, capsys):
+    path = tmp_path / "ratios.json"
+    step_ratio.main(["--sizes", "tiny", "--steps", "2", "--warmup", "1", "--threads", "1",
+                     "--skills", "darts,lfm", "--methods", "first_order,finite_difference",
+                     "--no-memory", "--quiet", "--json", str(path)])
+    payload = json.loads(path.read_text())
+    assert {"device", "device_name", "torch", "threads", "date"} <= set(payload["environment"])
+    (result,) = payload["results"]
+    expected = {cases.PLAIN, *cases.NAIVE_LABELS, "darts/first_order",
+                "darts/finite_difference", "lfm/finite_difference"}
+    assert set(result["timings"]) == expected
+    for timing in result["timings"].values():
+        assert timing["steps"] == 2 and timing["median_ms"] > 0
+        assert {"median_ms", "q1_ms", "q3_ms", "iqr_ms", "samples_ms"} <= set(timing)
+    assert result["ratios"][cases.PLAIN]["step_ratio"] == pytest.approx(1.0)
+    assert result["ratios"]["darts/finite_difference"]["baseline"] == cases.PLAIN
+    assert result["ratios"][cases.NAIVE_SECOND_ORDER]["baseline"] == cases.NAIVE_PLAIN
+    assert {"skillearn_plain_over_naive_plain",
+            "darts_finite_difference_over_naive_second_order",
+            "lfm_finite_difference_over_naive_second_order"} <= set(result["headline"])
+    assert any("lfm/first_order skipped" in note for note in result["notes"])
+    assert any("timed steps" in note for note in result["notes"])
+    assert "darts/finite_difference" in capsys.readouterr().out
+
+
+def test_cpu_memory_probe_runs_in_a_fresh_process():
+    result = run_probe_subprocess(
+        "benchmarks.step_ratio",
+        ["--probe-memory", cases.NAIVE_SECOND_ORDER, "--variant", "tiny", "--threads", "1"],
+        threads=1,
+    )
+    assert result["label"] == cases.NAIVE_SECOND_ORDER
+    assert result["peak_mb"] >= 0 and result["method"]
+
+
+def test_summary_median_and_iqr():
+    summary = summarize([0.001, 0.002, 0.003, 0.004, 0.100])
+    assert summary.median_ms == pytest.approx(3.0)
+    assert summary.q1_ms == pytest.approx(2.0) and summary.q3_ms == pytest.approx(4.0)
+    assert summary.iqr_ms == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("weight_steps", [0, 2])
+def test_naive_second_order_equals_skillearn_finite_difference(weight_steps):
+    """Float64, identical weights, batch and momentum buffers: DARTS' architect.py
+    second-order gradient and the engine's finite-difference hypergradient agree to roundoff."""
+    errors = naive_vs_skillearn_second_order(TINY, weight_steps=weight_steps)
+    assert errors["weights_after_steps"] < 1e-14
+    assert errors["val_loss"] < 1e-14
+    assert errors["hypergradient"] < 1e-10
+
+
+def test_naive_first_order_equals_skillearn_first_order():
+    assert naive_vs_skillearn_first_order(TINY) < 1e-12
+
+
+def test_supernet_skipping_none_matches_the_original_mixed_op():
+    errors = supernet_vs_naive_network(TINY)
+    assert max(errors.values()) < 1e-5
