@@ -8,6 +8,7 @@ model.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from weakref import WeakKeyDictionary
 
 import torch
 from torch.func import functional_call
@@ -27,16 +28,35 @@ def clone_weights(
     return params, buffers
 
 
+_OWN_TENSORS: WeakKeyDictionary[torch.nn.Module, dict[str, torch.Tensor]] = WeakKeyDictionary()
+
+
+def _own_tensors(net: torch.nn.Module) -> dict[str, torch.Tensor]:
+    own = _OWN_TENSORS.get(net)
+    if own is None:
+        own = {**dict(net.named_parameters()), **dict(net.named_buffers())}
+        _OWN_TENSORS[net] = own
+    return own
+
+
 def run_with(
     net: torch.nn.Module,
     x: torch.Tensor,
     *tensor_sets: Mapping[str, torch.Tensor],
 ) -> torch.Tensor:
-    """`net(x)` with its tensors replaced by the union of `tensor_sets` (later sets win)."""
+    """`net(x)` with its tensors replaced by the union of `tensor_sets` (later sets win).
+
+    Only tensors that differ from the module's own are swapped in: a supernet has hundreds of
+    parameters and a loss evaluated at the current weights should not pay for swapping them.
+    """
+    own = _own_tensors(net)
     merged: dict[str, torch.Tensor] = {}
     for tensors in tensor_sets:
         merged.update(tensors)
-    return functional_call(net, merged, (x,))
+    changed = {k: v for k, v in merged.items() if own.get(k) is not v}
+    if not changed:
+        return net(x)
+    return functional_call(net, changed, (x,))
 
 
 def count_parameters(tensors: Mapping[str, torch.Tensor]) -> int:

@@ -1,11 +1,21 @@
 """DARTS CNN cell search space: ops, supernet, genotypes, discrete network and diagrams."""
 
-from .diagram import draw_alpha_evolution, draw_cell
 from .genotype import DARTS_V2, Genotype, architecture_entropy, derive_genotype
 from .network import DiscreteNetwork
 from .ops import OPS, PRIMITIVES
 from .space import SpaceConfig
 from .supernet import SuperNet
+
+
+def __getattr__(name: str):
+    """Drawing pulls in matplotlib; load it only when a picture is asked for, so the engine
+    path (and a GPU box without matplotlib) never pays for it."""
+    if name in ("draw_cell", "draw_alpha_evolution"):
+        from . import diagram
+
+        return getattr(diagram, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DARTS_V2",

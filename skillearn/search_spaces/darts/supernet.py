@@ -72,7 +72,9 @@ class SearchCell(nn.Module):
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         offset = 0
         for _ in range(self.nodes):
-            s = sum(self._ops[offset + j](h, weights[offset + j]) for j, h in enumerate(states))
+            s = self._ops[offset](states[0], weights[offset])
+            for j in range(1, len(states)):
+                s = s + self._ops[offset + j](states[j], weights[offset + j])
             offset += len(states)
             states.append(s)
         return torch.cat(states[2:], dim=1)
