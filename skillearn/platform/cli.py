@@ -71,6 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
                        "its original settings are used")
     _tracking_args(place)
     place.add_argument("--experiment", default="skillearn", help="MLflow experiment name")
+    place.add_argument("--optuna-storage", help="database of the Optuna study (TPE history), "
+                       "e.g. postgresql://user:pass@host/db?options=-csearch_path%%3Doptuna "
+                       "(default: STORAGE/NAME/optuna.db)")
+
+    sync = sub.add_parser("sync", help="send the MLflow writes a sweep could not (its backlog)")
+    sync.add_argument("sweep_dir", help="the sweep's directory (STORAGE/NAME)")
+    _tracking_args(sync)
 
     report = sub.add_parser("report", help="best trials from MLflow as a table")
     _tracking_args(report)
@@ -127,11 +134,17 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         args.skill, overrides, samples=args.samples, storage=args.storage, name=args.name,
         tracking_uri=args.tracking_uri, experiment=args.experiment, address=args.address,
         resume=args.resume, concurrency=args.concurrency, cpus_per_trial=args.cpus_per_trial,
-        gpus_per_trial=args.gpus_per_trial, asha=args.asha,
+        gpus_per_trial=args.gpus_per_trial, asha=args.asha, optuna_storage=args.optuna_storage,
     )
     from skillearn.platform.sweep import run_sweep
 
     return 0 if run_sweep(spec) is not None else 1
+
+
+def _cmd_sync(args: argparse.Namespace) -> int:
+    from skillearn.platform.sync import sync_sweep
+
+    return sync_sweep(args.sweep_dir, args.tracking_uri)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -237,6 +250,7 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "sweep": _cmd_sweep,
+    "sync": _cmd_sync,
     "report": _cmd_report,
     "ui": _cmd_ui,
     "retrain": _cmd_retrain,

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
+from skillearn.platform.redact import redact
 from skillearn.platform.validate import SweepSpec
 from skillearn.trainables.registry import get_skill
 from skillearn.trainables.skill import Skill
@@ -24,6 +25,8 @@ def skillearn_trial(config: dict[str, Any]) -> None:
     """One Ray Tune trial: run the skill, report each epoch (with its checkpoint) to Tune.
 
     Restarts (a failed trial retried, or a resumed sweep) continue from Tune's latest checkpoint.
+    Every report also says where the trial runs (`node_id`, `node_ip`, `pid`): the tracker tags
+    the trial's MLflow run with them, and a test can find the worker process.
     """
     from ray import tune
 
@@ -31,10 +34,11 @@ def skillearn_trial(config: dict[str, Any]) -> None:
 
     skill = config[SKILL_KEY]
     settings = {k: v for k, v in config.items() if k != SKILL_KEY}
+    where = trial_location()
 
     def report(metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
         checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
-        tune.report(dict(metrics), checkpoint=checkpoint)
+        tune.report({**metrics, **where}, checkpoint=checkpoint)
 
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
@@ -42,6 +46,15 @@ def skillearn_trial(config: dict[str, Any]) -> None:
         return
     with checkpoint.as_directory() as resume_from:
         run_skill(skill, settings, report, resume_from=resume_from)
+
+
+def trial_location() -> dict[str, Any]:
+    """The Ray node (id and IP) and the process this trial runs in."""
+    import ray
+
+    context = ray.get_runtime_context()
+    return {"node_id": context.get_node_id(), "node_ip": ray.util.get_node_ip_address(),
+            "pid": os.getpid()}
 
 
 def trial_dirname(trial: Any) -> str:
@@ -91,8 +104,12 @@ def build_tuner(spec: SweepSpec, concurrency: int) -> Any:
     sampler = optuna.samplers.TPESampler(
         seed=seed, n_startup_trials=min(4, spec.samples), constant_liar=True
     )
+    # With a database storage the TPE history (every told trial) outlives the driver, and a
+    # study on the tracking server's database sits beside the sweep's MLflow runs.
+    storage = study_storage(spec.optuna_storage)
     searcher = OptunaSearch(
-        space=define_by_run(skill, fixed), metric=skill.metric, mode=skill.mode, sampler=sampler
+        space=define_by_run(skill, fixed), metric=skill.metric, mode=skill.mode, sampler=sampler,
+        storage=storage, study_name=spec.name if storage is not None else None,
     )
     scheduler = None
     if spec.asha:
@@ -110,6 +127,7 @@ def build_tuner(spec: SweepSpec, concurrency: int) -> Any:
             "samples": spec.samples, "concurrency": concurrency, "asha": spec.asha,
             "cpus_per_trial": spec.cpus_per_trial, "gpus_per_trial": spec.gpus_per_trial,
             "searched": ",".join(sorted(set(skill.tuned_knobs()) - set(fixed))) or "-",
+            "optuna_storage": redact(spec.optuna_storage) or "memory",
         },
         metric=skill.metric, mode=skill.mode,
     )
@@ -129,6 +147,19 @@ def build_tuner(spec: SweepSpec, concurrency: int) -> Any:
             verbose=1,
         ),
     )
+
+
+def study_storage(url: str | None) -> Any:
+    """Optuna's RDBStorage for `url` (its folder created for SQLite); None keeps it in memory."""
+    if not url:
+        return None
+    import optuna
+
+    if url.startswith("sqlite:///"):
+        from pathlib import Path
+
+        Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+    return optuna.storages.RDBStorage(url)
 
 
 def summarize_best(results: Any, metric: str, mode: str, searched: list[str]) -> dict[str, Any]:
@@ -178,7 +209,7 @@ def run_sweep(spec: SweepSpec) -> dict[str, Any] | None:
         tuner = build_tuner(spec, default_concurrency(spec, cpus))
         results = tuner.fit()
         searched = sorted(k for k in skill.tuned_knobs() if k not in spec.overrides)
-        if results.num_errors:
+        if results.num_errors:  # each failure was printed as it happened (one line each)
             print(
                 f"skillearn: {results.num_errors} of {len(results)} trials failed; their errors "
                 f"are in {spec.path} and tagged `error` in MLflow",
@@ -190,7 +221,7 @@ def run_sweep(spec: SweepSpec) -> dict[str, Any] | None:
         print(f"\nbest trial of sweep {spec.name} ({skill.metric}, {skill.mode}):")
         with pd.option_context("display.max_colwidth", 500):
             print(pd.Series(best, dtype=object).to_string())
-        print(f"\nsee all trials: skillearn report --tracking-uri {spec.tracking_uri} "
+        print(f"\nsee all trials: skillearn report --tracking-uri {redact(spec.tracking_uri)} "
               f"--experiment {spec.experiment}")
         return best
     finally:

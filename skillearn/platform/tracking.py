@@ -10,16 +10,29 @@ trials never import MLflow, and there are no concurrent writers to a SQLite stor
   (latest epoch), `alphas/epoch_XXXX.json`, and at the end `alpha_evolution*.png`).
 
 Runs are found again by tags (`skillearn.sweep_path`, `trial_id`), so a resumed sweep continues
-its runs instead of duplicating them. Drawing failures are logged as warnings and never stop a
-sweep; tracking-store failures propagate (the sweep can then be resumed).
+its runs instead of duplicating them. Each child run is also tagged with where its trial ran
+(`node_id`, `node_ip`), and reweighting skills get `weight_function.png` / `weight_histogram.png`.
+
+Drawing failures are logged as warnings and never stop a sweep. An unreachable tracking store
+does not stop it either: writes are queued per run and sent in order, with backoff, once it
+answers; unsent writes wait in `mlflow_backlog.json` in the sweep directory (staged files in
+`.mlflow_staging/`), which `skillearn sync` or `skillearn sweep --resume` sends later. Delivery
+is at least once: a write repeated after a timeout is idempotent in MLflow (same params, tags,
+metric points and artifact paths).
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import math
 import numbers
+import os
+import re
+import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -28,6 +41,7 @@ from typing import Any
 
 from ray.tune import Callback
 
+from skillearn.platform.redact import redact, redact_text
 from skillearn.platform.tags import PARENT_RUN_TAG, ROLE_TAG, SWEEP_PATH_TAG
 
 logger = logging.getLogger(__name__)
@@ -40,6 +54,12 @@ SKIPPED_METRICS = frozenset(
 MAX_PARAM_CHARS = 6000
 MAX_TAG_CHARS = 5000
 BATCH = 100
+SWEEP_KEY = "__sweep__"  # the parent run's key in the write queue (children: their trial_id)
+BACKLOG_FILE = "mlflow_backlog.json"
+STAGING_DIR = ".mlflow_staging"
+MAX_PENDING_OPS = 2000  # in memory; more go to the backlog file
+MAX_BACKOFF_S = 30.0
+FLUSH_TIMEOUT_S = 60.0
 
 
 def _numeric(value: Any) -> bool:
@@ -104,8 +124,46 @@ def _as_logits(alpha: list[list[float]]) -> list[list[float]]:
     return [[math.log(max(v, 1e-12)) for v in row] for row in alpha]
 
 
+def _json_list(value: Any) -> list | None:
+    """A list reported as itself or as a JSON string (None otherwise)."""
+    if isinstance(value, str) and value.strip().startswith("["):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return None
+    return value if isinstance(value, list) and value else None
+
+
+def _transient(err: BaseException) -> bool:
+    """Whether a failed MLflow write may succeed later (server down, timeout, 5xx, locked db).
+
+    A 4xx answer (bad value, conflicting param) never will: such a write is reported and dropped.
+    """
+    from mlflow.exceptions import MlflowException
+
+    if isinstance(err, MlflowException):
+        return err.get_http_status_code() >= 500
+    return True
+
+
+def _http_defaults() -> None:
+    """Fail fast when the server does not answer: MLflow's own default retries an unreachable
+    server for minutes inside one call, stalling the Tune loop. The tracker retries instead,
+    with backoff, and buffers meanwhile. A user's own setting wins."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+
+
 class MlflowTracker(Callback):
-    """Logs a sweep to MLflow from the driver (see the module docstring for the run layout)."""
+    """Logs a sweep to MLflow from the driver (see the module docstring for the run layout).
+
+    Writes are queued per run (parent: SWEEP_KEY, children: trial_id) and sent in order on each
+    Tune event. When the store is unreachable they stay queued (persisted to BACKLOG_FILE in the
+    sweep directory, so neither a long outage nor a killed driver loses them) and are sent again
+    with exponential backoff; `on_experiment_end` retries for `flush_timeout_s` and leaves what is
+    still unsent in the file for `skillearn sync` or `skillearn sweep --resume`.
+    """
 
     def __init__(
         self,
@@ -118,6 +176,7 @@ class MlflowTracker(Callback):
         params: Mapping[str, Any] | None = None,
         metric: str = "val_acc",
         mode: str = "max",
+        flush_timeout_s: float | None = None,
     ) -> None:
         self.tracking_uri = tracking_uri
         self.experiment = experiment
@@ -127,6 +186,7 @@ class MlflowTracker(Callback):
         self.params = dict(params or {})
         self.metric = metric
         self.mode = mode
+        self.flush_timeout_s = flush_timeout_s
         self._reset()
 
     def _reset(self) -> None:
@@ -135,20 +195,28 @@ class MlflowTracker(Callback):
         self.parent_run_id: str | None = None
         self.child_runs: dict[str, str] = {}  # trial_id -> run_id
         self._alphas: dict[str, dict[int, dict[str, Any]]] = {}  # trial_id -> epoch -> alphas
+        self._curves: dict[str, dict[int, list]] = {}  # trial_id -> epoch -> weight curve
         self._genotype: dict[str, str] = {}
         self._ops: dict[str, list[str]] = {}
+        self._where: dict[str, tuple[str, str]] = {}  # trial_id -> (node_id, node_ip) tagged
         self._best: float | None = None
         self._finished: set[str] = set()
-        # trial_id -> last step logged before a resume: a trial restored from an older checkpoint
-        # repeats those epochs, which must not appear twice in its metric history.
+        # trial_id -> last step logged: a trial restored from an older checkpoint repeats those
+        # epochs, which must not appear twice in its metric history.
         self._logged_step: dict[str, int] = {}
+        # the write queue: run key -> ops in order; run key -> what creating the run needs
+        self._pending: dict[str, list[dict[str, Any]]] = {}
+        self._info: dict[str, dict[str, Any]] = {}
+        self._failures = 0
+        self._retry_at = 0.0
+        self._outage_since: float | None = None
 
     # Ray pickles the RunConfig (and so this callback) into the sweep's tuner.pkl; a live client
-    # and run caches must not travel with it.
+    # and run caches must not travel with it (unsent writes live in the backlog file).
     def __getstate__(self) -> dict[str, Any]:
         keep = ("tracking_uri", "experiment", "sweep_name", "sweep_path", "tags", "params",
-                "metric", "mode")
-        return {k: self.__dict__[k] for k in keep}
+                "metric", "mode", "flush_timeout_s")
+        return {k: self.__dict__.get(k) for k in keep}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -159,8 +227,172 @@ class MlflowTracker(Callback):
         if self._client is None:
             from mlflow.tracking import MlflowClient
 
+            _http_defaults()
             self._client = MlflowClient(tracking_uri=self.tracking_uri)
         return self._client
+
+    # --- where unsent writes and staged artifacts live ---------------------------------------
+
+    def local_dir(self) -> Path:
+        """The sweep directory when it is local, else a folder of this machine's temp dir."""
+        if "://" not in self.sweep_path:
+            return Path(self.sweep_path)
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.sweep_name)
+        return Path(tempfile.gettempdir()) / "skillearn-mlflow" / safe
+
+    @property
+    def backlog_path(self) -> Path:
+        return self.local_dir() / BACKLOG_FILE
+
+    def _stage(self) -> Path:
+        """A fresh folder for files to log (kept until they are sent)."""
+        root = self.local_dir() / STAGING_DIR
+        root.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(dir=root))
+
+    # --- the write queue ---------------------------------------------------------------------
+
+    def _queue(self, key: str, op: dict[str, Any]) -> None:
+        self._pending.setdefault(key, []).append(op)
+        if sum(len(ops) for ops in self._pending.values()) > MAX_PENDING_OPS:
+            self._persist()  # bounded memory: the overflow waits on disk, nothing is dropped
+
+    def pending_count(self) -> int:
+        """Writes not yet sent (in memory and in the backlog file)."""
+        count = sum(len(ops) for ops in self._pending.values())
+        if self.backlog_path.is_file():
+            try:
+                saved = json.loads(self.backlog_path.read_text())
+                count += sum(len(ops) for ops in saved.get("pending", {}).values())
+            except (OSError, ValueError):
+                pass
+        return count
+
+    def _persist(self) -> None:
+        """Move the in-memory queue into the backlog file (merged after what it holds)."""
+        if not self._pending:
+            return
+        path = self.backlog_path
+        saved: dict[str, Any] = {"pending": {}, "info": {}}
+        if path.is_file():
+            saved = json.loads(path.read_text())
+        for key, ops in self._pending.items():
+            saved["pending"].setdefault(key, []).extend(ops)
+        for key, info in self._info.items():
+            saved["info"].setdefault(key, info)
+        saved.update(
+            version=1, tracking_uri=redact(self.tracking_uri), experiment=self.experiment,
+            sweep_name=self.sweep_name, sweep_path=self.sweep_path,
+        )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(saved))
+        os.replace(tmp, path)  # atomic: a killed driver leaves the old or the new file
+        self._pending = {}
+
+    def _load_backlog(self) -> None:
+        """Put the backlog file's writes in front of the in-memory ones (they are older)."""
+        path = self.backlog_path
+        if not path.is_file():
+            return
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            logger.warning("skillearn: cannot read the MLflow backlog %s (%s); left in place",
+                           path, err)
+            return
+        for key, info in saved.get("info", {}).items():
+            self._info.setdefault(key, info)
+        merged: dict[str, list[dict[str, Any]]] = {}
+        for key, ops in saved.get("pending", {}).items():
+            merged[key] = list(ops)
+        for key, ops in self._pending.items():
+            merged.setdefault(key, []).extend(ops)
+        self._pending = merged
+        path.unlink()
+
+    def flush(self, *, force: bool = False) -> bool:
+        """Send the queued writes in order; True when nothing is left.
+
+        On a transient failure the rest stays queued (and goes to the backlog file) and no new
+        attempt is made before the backoff expires (2, 4, ... up to 30 s), so a dead server does
+        not stall Tune on every event.
+        """
+        if not force and time.monotonic() < self._retry_at:
+            if self._pending:
+                self._persist()
+            return False
+        self._load_backlog()
+        try:
+            self._send()
+        except Exception as err:
+            self._failures += 1
+            delay = min(MAX_BACKOFF_S, 2.0 ** self._failures)
+            self._retry_at = time.monotonic() + delay
+            if self._outage_since is None:
+                self._outage_since = time.monotonic()
+                logger.warning(
+                    "skillearn: MLflow at %s is unreachable (%s); buffering its writes in %s and "
+                    "retrying", redact(self.tracking_uri), _short(err), self.backlog_path,
+                )
+            self._persist()
+            return False
+        if self._outage_since is not None:
+            logger.warning("skillearn: MLflow at %s is back after %.0f s; buffered writes sent",
+                           redact(self.tracking_uri), time.monotonic() - self._outage_since)
+        self._failures, self._retry_at, self._outage_since = 0, 0.0, None
+        return True
+
+    def _send(self) -> None:
+        keys = sorted(self._pending, key=lambda k: k != SWEEP_KEY)  # the parent first
+        for key in keys:
+            ops = self._pending[key]
+            run_id = self._resolve(key)
+            while ops:
+                op = ops[0]
+                try:
+                    self._apply(key, run_id, op)
+                except Exception as err:
+                    if _transient(err):
+                        raise
+                    logger.warning("skillearn: MLflow refused %s for run %s: %s (dropped)",
+                                   op.get("op"), run_id, _short(err))
+                ops.pop(0)
+                if op.get("op") == "artifacts":
+                    shutil.rmtree(op["dir"], ignore_errors=True)
+            del self._pending[key]
+
+    def _apply(self, key: str, run_id: str, op: dict[str, Any]) -> None:
+        from mlflow.entities import Metric, Param, RunTag
+
+        kind = op["op"]
+        if kind == "reopen":
+            self._reopen(run_id)
+        elif kind == "params":
+            items = [Param(k, v) for k, v in _params(op["params"]).items()]
+            for chunk in _chunks(items):
+                self.client.log_batch(run_id, params=chunk)
+        elif kind == "metrics":
+            step = int(op["step"])
+            if key != SWEEP_KEY and step <= self._logged_step.get(key, -1):
+                return  # a restored trial repeating an epoch already logged
+            metrics = [Metric(k, float(v), int(op["ts"]), step) for k, v in op["values"].items()]
+            for chunk in _chunks(metrics, 1000):
+                self.client.log_batch(run_id, metrics=chunk)
+            if key != SWEEP_KEY:
+                self._logged_step[key] = step
+        elif kind == "tags":
+            tags = [RunTag(k, str(v)[:MAX_TAG_CHARS]) for k, v in op["tags"].items()]
+            self.client.log_batch(run_id, tags=tags)
+        elif kind == "artifacts":
+            if Path(op["dir"]).is_dir():
+                self.client.log_artifacts(run_id, op["dir"], artifact_path=op.get("path"))
+            else:
+                logger.warning("skillearn: staged artifacts %s are gone; not logged", op["dir"])
+        elif kind == "terminate":
+            self.client.set_terminated(run_id, op["status"])
+        else:
+            raise ValueError(f"unknown MLflow backlog op {kind!r}")
 
     # --- runs -------------------------------------------------------------------------------
 
@@ -187,12 +419,8 @@ class MlflowTracker(Callback):
         if self.client.get_run(run_id).info.status != "RUNNING":
             self.client.update_run(run_id, status="RUNNING")
 
-    def _log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
-        from mlflow.entities import Param
-
-        items = [Param(k, v) for k, v in _params(params).items()]
-        for chunk in _chunks(items):
-            self.client.log_batch(run_id, params=chunk)
+    def _resolve(self, key: str) -> str:
+        return self.ensure_parent() if key == SWEEP_KEY else self._ensure_child_run(key)
 
     def ensure_parent(self) -> str:
         """The sweep's parent run, created once and found again (by sweep path) on resume."""
@@ -209,13 +437,30 @@ class MlflowTracker(Callback):
         tags = {**self.tags, "sweep": self.sweep_name, SWEEP_PATH_TAG: self.sweep_path,
                 ROLE_TAG: "sweep"}
         run = self.client.create_run(exp, tags=tags, run_name=self.sweep_name)
-        self.parent_run_id = run.info.run_id
-        self._log_params(self.parent_run_id, self.params)
+        self.parent_run_id = run.info.run_id  # its params are queued by setup()
         return self.parent_run_id
+
+    def _register(self, trial: Any) -> str:
+        """Remember what creating the trial's run needs (its run is made when it can be)."""
+        trial_id = str(trial.trial_id)
+        if trial_id not in self._info:
+            config = dict(getattr(trial, "config", {}) or {})
+            tags = {**self.tags, ROLE_TAG: "trial", "sweep": self.sweep_name,
+                    "trial_id": trial_id}
+            for key in ("dataset", "seed"):
+                if key in config:
+                    tags[key] = str(config[key])
+            if "_skill" in config:
+                tags["skill"] = str(config["_skill"])
+            params = _params({k: v for k, v in config.items() if not k.startswith("_")})
+            self._info[trial_id] = {"tags": tags, "params": params}
+        return trial_id
 
     def ensure_child(self, trial: Any) -> str:
         """The trial's child run, created on first sight and found again by trial_id on resume."""
-        trial_id = str(trial.trial_id)
+        return self._ensure_child_run(self._register(trial))
+
+    def _ensure_child_run(self, trial_id: str) -> str:
         if trial_id in self.child_runs:
             return self.child_runs[trial_id]
         parent = self.ensure_parent()
@@ -228,44 +473,33 @@ class MlflowTracker(Callback):
             self._logged_step[trial_id] = max((int(m.step) for m in history), default=-1)
             self._load_alphas(trial_id, found)
             return found
-        config = dict(getattr(trial, "config", {}) or {})
-        tags = {
-            **self.tags,
-            PARENT_RUN_TAG: parent,
-            ROLE_TAG: "trial",
-            "sweep": self.sweep_name,
-            "trial_id": trial_id,
-        }
-        for key in ("dataset", "seed"):
-            if key in config:
-                tags[key] = str(config[key])
-        if "_skill" in config:
-            tags["skill"] = str(config["_skill"])
-        run = self.client.create_run(self._ensure_experiment(), tags=tags,
+        info = self._info.get(trial_id) or {"tags": {ROLE_TAG: "trial", "trial_id": trial_id},
+                                            "params": {}}
+        run = self.client.create_run(self._ensure_experiment(),
+                                     tags={**info["tags"], PARENT_RUN_TAG: parent},
                                      run_name=f"{self.sweep_name}-{trial_id}")
         run_id = run.info.run_id
         self.child_runs[trial_id] = run_id
-        self._log_params(run_id, {k: v for k, v in config.items() if not k.startswith("_")})
+        self._apply(trial_id, run_id, {"op": "params", "params": info["params"]})
         return run_id
 
-    # --- artifacts --------------------------------------------------------------------------
+    # --- artifacts (drawn now into a staged folder, sent with the queue) ----------------------
 
-    def _log_genotype(self, run_id: str, genotype_json: str) -> None:
+    def _stage_genotype(self, trial_id: str, genotype_json: str) -> None:
         from skillearn.search_spaces.darts import Genotype, draw_cell
 
         genotype = Genotype.from_json(genotype_json)
-        with tempfile.TemporaryDirectory() as tmp:
-            Path(tmp, "genotype.json").write_text(json.dumps(genotype.to_dict(), indent=1))
-            draw_cell(genotype, "normal", Path(tmp, "cell_normal.png"))
-            draw_cell(genotype, "reduce", Path(tmp, "cell_reduce.png"))
-            self.client.log_artifacts(run_id, tmp)
+        folder = self._stage()
+        Path(folder, "genotype.json").write_text(json.dumps(genotype.to_dict(), indent=1))
+        draw_cell(genotype, "normal", Path(folder, "cell_normal.png"))
+        draw_cell(genotype, "reduce", Path(folder, "cell_reduce.png"))
+        self._queue(trial_id, {"op": "artifacts", "dir": str(folder)})
 
-    def _log_alphas(self, trial_id: str, run_id: str, epoch: int, alphas: dict[str, Any]) -> None:
+    def _stage_alphas(self, trial_id: str, epoch: int, alphas: dict[str, Any]) -> None:
         self._alphas.setdefault(trial_id, {})[epoch] = alphas
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp, f"epoch_{epoch:04d}.json")
-            path.write_text(json.dumps({"epoch": epoch, **alphas}))
-            self.client.log_artifact(run_id, str(path), artifact_path="alphas")
+        folder = self._stage()
+        Path(folder, f"epoch_{epoch:04d}.json").write_text(json.dumps({"epoch": epoch, **alphas}))
+        self._queue(trial_id, {"op": "artifacts", "dir": str(folder), "path": "alphas"})
 
     def _load_alphas(self, trial_id: str, run_id: str) -> None:
         """On resume: the alpha history logged before the restart (to draw the whole curve)."""
@@ -280,120 +514,240 @@ class MlflowTracker(Callback):
         except Exception as err:  # a missing folder is normal for a fresh trial
             logger.debug("no alpha history for %s: %s", run_id, err)
 
-    def _log_alpha_evolution(self, trial: Any, run_id: str) -> None:
-        history = self._alphas.get(str(trial.trial_id))
+    def _stage_alpha_evolution(self, trial: Any) -> None:
+        trial_id = str(trial.trial_id)
+        history = self._alphas.get(trial_id)
         if not history:
             return
         from skillearn.search_spaces.darts import draw_alpha_evolution
 
         epochs = sorted(history)
         config = dict(getattr(trial, "config", {}) or {})
-        with tempfile.TemporaryDirectory() as tmp:
-            for which, name in (("alpha_normal", "alpha_evolution.png"),
-                                ("alpha_reduce", "alpha_evolution_reduce.png")):
-                series = [history[e][which] for e in epochs if which in history[e]]
-                if not series:
-                    continue
-                ops = self._ops.get(str(trial.trial_id)) or _ops_for({}, config, len(series[0][0]))
-                draw_alpha_evolution([_as_logits(a) for a in series], ops, Path(tmp, name))
-            self.client.log_artifacts(run_id, tmp)
+        folder = self._stage()
+        for which, name in (("alpha_normal", "alpha_evolution.png"),
+                            ("alpha_reduce", "alpha_evolution_reduce.png")):
+            series = [history[e][which] for e in epochs if which in history[e]]
+            if not series:
+                continue
+            ops = self._ops.get(trial_id) or _ops_for({}, config, len(series[0][0]))
+            draw_alpha_evolution([_as_logits(a) for a in series], ops, Path(folder, name))
+        self._queue(trial_id, {"op": "artifacts", "dir": str(folder)})
+
+    def _stage_reweighting(self, trial_id: str, epoch: int, result: Mapping[str, Any]) -> None:
+        """MW-Net style plots: the learned loss -> weight curve of every epoch so far, and the
+        histogram of this epoch's training-example weights (clean vs mislabelled)."""
+        curve = _json_list(result.get("weight_curve"))
+        weights = _json_list(result.get("train_weights"))
+        noisy = _json_list(result.get("train_is_noisy"))
+        if curve is None and (weights is None or noisy is None):
+            return
+        from skillearn.reweighting.plots import draw_weight_function, draw_weight_histogram
+
+        folder = self._stage()
+        if curve is not None:
+            self._curves.setdefault(trial_id, {})[epoch] = curve
+            history = self._curves[trial_id]
+            curves = [([p[0] for p in history[e]], [p[1] for p in history[e]])
+                      for e in sorted(history)]
+            draw_weight_function(curves, Path(folder, "weight_function.png"))
+        if weights is not None and noisy is not None and len(weights) == len(noisy):
+            draw_weight_histogram(weights, noisy, Path(folder, "weight_histogram.png"))
+        self._queue(trial_id, {"op": "artifacts", "dir": str(folder)})
 
     def _safely(self, what: str, fn: Any, *args: Any) -> None:
+        """Drawing problems are warnings: they never stop a sweep."""
         try:
             fn(*args)
         except Exception as err:
-            logger.warning("skillearn: could not log %s to MLflow: %s", what, err)
+            logger.warning("skillearn: could not draw %s for MLflow: %s", what, err)
 
     # --- Tune hooks -------------------------------------------------------------------------
 
     def setup(self, **info: Any) -> None:
-        """Create (or find again) the sweep's parent run before the first trial starts."""
-        self.ensure_parent()
+        """Create (or find again) the sweep's parent run before the first trial starts; send
+        what a previous driver could not."""
+        self._queue(SWEEP_KEY, {"op": "reopen"})
+        self._queue(SWEEP_KEY, {"op": "params", "params": _params(self.params)})
+        self.flush(force=True)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._reopen(self.ensure_child(trial))  # a resumed errored trial runs again
+        self._queue(self._register(trial), {"op": "reopen"})  # a resumed errored trial runs again
+        self.flush()
 
     def on_trial_restore(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._reopen(self.ensure_child(trial))
+        self._queue(self._register(trial), {"op": "reopen"})
+        self.flush()
 
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
     ) -> None:
-        """Per-epoch metrics in one batch; genotype artifacts and alphas when present."""
-        from mlflow.entities import Metric
-
-        run_id = self.ensure_child(trial)
-        trial_id = str(trial.trial_id)
+        """Per-epoch metrics in one batch; where the trial runs; genotype, alphas and
+        reweighting plots when present."""
+        trial_id = self._register(trial)
         step = int(result.get("epoch", result.get("training_iteration", 0)))
         now = int(time.time() * 1000)
-        if step > self._logged_step.get(trial_id, -1):
-            metrics = [Metric(k, v, now, step) for k, v in numeric_metrics(result).items()]
-            for chunk in _chunks(metrics, 1000):
-                self.client.log_batch(run_id, metrics=chunk)
+        self._queue(trial_id, {"op": "metrics", "step": step, "ts": now,
+                               "values": numeric_metrics(result)})
+        where = (result.get("node_id"), result.get("node_ip"))
+        if all(isinstance(v, str) and v for v in where) and self._where.get(trial_id) != where:
+            self._where[trial_id] = where
+            self._queue(trial_id, {"op": "tags", "tags": {"node_id": where[0],
+                                                          "node_ip": where[1]}})
         genotype = result.get("genotype")
         if isinstance(genotype, str) and genotype:
             self._genotype[trial_id] = genotype
-            self._safely("the genotype", self._log_genotype, run_id, genotype)
+            self._safely("the genotype", self._stage_genotype, trial_id, genotype)
         alphas = {}
         for key in ("alpha_normal", "alpha_reduce"):
-            value = result.get(key)
-            if isinstance(value, str) and value:
-                value = json.loads(value)
-            if isinstance(value, list) and value:
+            value = _json_list(result.get(key))
+            if value is not None:
                 alphas[key] = value
         if alphas:
             if trial_id not in self._ops:
                 n_ops = len(next(iter(alphas.values()))[0])
                 self._ops[trial_id] = _ops_for(result, dict(trial.config or {}), n_ops)
-            self._safely("the alphas", self._log_alphas, trial_id, run_id, step, alphas)
+            self._safely("the alphas", self._stage_alphas, trial_id, step, alphas)
+        self._safely("the reweighting plots", self._stage_reweighting, trial_id, step, result)
+        self.flush()
 
-    def _end(self, trial: Any, trials: list, status: str, error: str | None = None) -> None:
-        run_id = self.ensure_child(trial)
-        trial_id = str(trial.trial_id)
-        self._safely("the alpha evolution", self._log_alpha_evolution, trial, run_id)
+    def _end(self, trial: Any, status: str, error: str | None = None) -> None:
+        trial_id = self._register(trial)
+        self._safely("the alpha evolution", self._stage_alpha_evolution, trial)
         genotype = self._genotype.get(trial_id)
         if genotype is None:
             last = getattr(trial, "last_result", None) or {}
             genotype = last.get("genotype") if isinstance(last, Mapping) else None
+        tags = {}
         if isinstance(genotype, str) and genotype:
-            self.client.set_tag(run_id, "genotype", genotype[:MAX_TAG_CHARS])
+            tags["genotype"] = genotype
         if error is not None:
-            self.client.set_tag(run_id, "error", error[:MAX_TAG_CHARS])
-        self.client.set_terminated(run_id, status)
-        self._log_best(trial, trials)
+            tags["error"] = error
+        if tags:
+            self._queue(trial_id, {"op": "tags", "tags": tags})
+        self._queue(trial_id, {"op": "terminate", "status": status})
+        self._log_best(trial)
+        self.flush()
 
-    def _log_best(self, trial: Any, trials: list) -> None:
+    def _log_best(self, trial: Any) -> None:
         """Sweep-level curve on the parent: the best metric after each finished trial."""
         last = getattr(trial, "last_result", None) or {}
         value = last.get(self.metric) if isinstance(last, Mapping) else None
         self._finished.add(str(trial.trial_id))
-        if _numeric(value):
+        if _numeric(value) and math.isfinite(value):
             better = self._best is None or (
                 value > self._best if self.mode == "max" else value < self._best
             )
             if better:
                 self._best = float(value)
         if self._best is not None:
-            self.client.log_metric(self.ensure_parent(), f"best_{self.metric}", self._best,
-                                   step=len(self._finished))
+            self._queue(SWEEP_KEY, {"op": "metrics", "step": len(self._finished),
+                                    "ts": int(time.time() * 1000),
+                                    "values": {f"best_{self.metric}": self._best}})
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._end(trial, trials, "FINISHED")
+        self._end(trial, "FINISHED")
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         """A failed trial that Tune retries from its checkpoint: note why, keep the run open."""
-        self.client.set_tag(self.ensure_child(trial), "last_error", _error_message(trial))
+        self._queue(self._register(trial), {"op": "tags",
+                                            "tags": {"last_error": _error_message(trial)}})
+        self.flush()
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._end(trial, trials, "FAILED", error=_error_message(trial))
+        message = _error_message(trial)
+        print(f"skillearn: trial {trial.trial_id} failed: {message}", file=sys.stderr)
+        self._end(trial, "FAILED", error=message)
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
-        if self.parent_run_id is not None:
-            self.client.set_terminated(self.parent_run_id, "FINISHED")
+        self._queue(SWEEP_KEY, {"op": "terminate", "status": "FINISHED"})
+        self.drain()
+
+    def drain(self) -> bool:
+        """Retry with backoff for `flush_timeout_s` (env SKILLEARN_MLFLOW_FLUSH_S, default 60);
+        what is still unsent stays in the backlog file, and the console says how to send it."""
+        budget = self.flush_timeout_s
+        if budget is None:
+            budget = float(os.environ.get("SKILLEARN_MLFLOW_FLUSH_S", FLUSH_TIMEOUT_S))
+        deadline = time.monotonic() + budget
+        while True:
+            if self.flush(force=True):
+                self._clean_staging()
+                return True
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(min(max(self._retry_at - time.monotonic(), 0.5),
+                           max(deadline - time.monotonic(), 0.0)))
+        self._persist()
+        print(
+            f"skillearn: MLflow at {redact(self.tracking_uri)} is still unreachable; "
+            f"{self.pending_count()} writes are saved in {self.backlog_path}. Once the server "
+            f"is back run `skillearn sync {self.local_dir()}` (or `skillearn sweep --resume "
+            f"--name {self.sweep_name}`) to send them",
+            file=sys.stderr,
+        )
+        return False
+
+    def _clean_staging(self) -> None:
+        root = self.local_dir() / STAGING_DIR
+        if root.is_dir() and not any(root.iterdir()):
+            root.rmdir()
+
+
+def sync_backlog(sweep_dir: str | Path, tracking_uri: str | None = None,
+                 timeout_s: float = 30.0) -> int:
+    """Send the MLflow writes a sweep could not (its backlog file); returns how many are left.
+
+    `tracking_uri` is needed when the saved one is redacted (it held a password)."""
+    path = Path(sweep_dir) / BACKLOG_FILE
+    if not path.is_file():
+        return 0
+    saved = json.loads(path.read_text())
+    uri = tracking_uri or saved.get("tracking_uri", "")
+    if "***" in uri or not uri:
+        raise ValueError(f"{path} was written for {saved.get('tracking_uri')!r}; pass the "
+                         "tracking URI with its password (--tracking-uri)")
+    tracker = MlflowTracker(uri, saved["experiment"], saved["sweep_name"],
+                            saved.get("sweep_path", str(sweep_dir)), flush_timeout_s=timeout_s)
+    if "://" not in tracker.sweep_path and Path(tracker.sweep_path) != Path(sweep_dir):
+        tracker.sweep_path = str(sweep_dir)  # the folder was moved
+    with contextlib.redirect_stderr(io.StringIO()):
+        tracker.drain()
+    return tracker.pending_count()
+
+
+def _short(err: BaseException) -> str:
+    return redact_text(" ".join(str(err).split()))[:300]
+
+
+_EXC_LINE = re.compile(r"^(?:[A-Za-z_][\w]*\.)*([A-Za-z_]\w*(?:Error|Exception|Exit|Interrupt))"
+                       r"(?::\s*(.*))?$")
+PREFERRED_ERRORS = ("CheckpointError", "NonFiniteError", "ConfigError", "DataError",
+                    "FloatingPointError")
+
+
+def error_summary(text: str) -> str:
+    """`Type: message` of the exception a traceback text ends with, on one line.
+
+    Prefers skillearn's own errors (a CheckpointError wrapped by Ray stays a CheckpointError);
+    module paths are dropped and credentials in URIs masked."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    found = [m for m in (_EXC_LINE.match(line) for line in lines) if m]
+    if not found:
+        return redact_text(lines[-1]) if lines else "trial failed (no error message recorded)"
+    preferred = [m for m in found if m.group(1) in PREFERRED_ERRORS]
+    match = (preferred or found)[-1]
+    name, message = match.group(1), (match.group(2) or "").strip()
+    return redact_text(f"{name}: {message}" if message else name)[:MAX_TAG_CHARS]
+
+
+def one_line_error(err: BaseException) -> str:
+    """`Type: message` of an exception on one line (credentials masked)."""
+    message = " ".join(str(err).split())
+    return redact_text(f"{type(err).__name__}: {message}" if message else type(err).__name__)
 
 
 def _error_message(trial: Any) -> str:
-    """The last line of the trial's error trace (the exception and its message)."""
+    """The trial's error as one line: the exception (skillearn's own preferred) and message."""
     path = getattr(trial, "error_file", None)
     text = ""
     try:
@@ -404,5 +758,4 @@ def _error_message(trial: Any) -> str:
             text = str(getter() or "") if callable(getter) else ""
     except Exception as err:
         text = f"(could not read the error: {err})"
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else "trial failed (no error message recorded)"
+    return error_summary(text)

@@ -17,6 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from skillearn.platform.redact import redact
 from skillearn.trainables.registry import all_knobs, get_skill, resolve_config
 from skillearn.trainables.skill import ConfigError, Skill
 
@@ -56,6 +57,8 @@ class SweepSpec:
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     asha: bool = True
+    # where Optuna keeps the study (TPE history): an SQLAlchemy URL, None for in-memory
+    optuna_storage: str | None = None
 
     @property
     def path(self) -> str:
@@ -175,11 +178,87 @@ def check_tracking_uri(uri: str) -> str:
                     raise urllib.error.HTTPError(health, response.status, "", None, None)
         except (urllib.error.URLError, OSError, ValueError) as err:
             raise UsageError(
-                f"cannot reach the MLflow tracking server at {uri} ({health}: {err}); start it "
-                "(`mlflow server`) or use --tracking-uri sqlite:///<dir>/mlflow.db"
+                f"cannot reach the MLflow tracking server at {redact(uri)} ({redact(health)}: "
+                f"{err}); start it (`mlflow server`) or use --tracking-uri "
+                "sqlite:///<dir>/mlflow.db"
             ) from None
         return uri
     return uri  # databricks, postgresql, ...: MLflow reports its own errors
+
+
+OPTUNA_SCHEMES = ("sqlite", "postgresql", "mysql", "mariadb", "oracle", "mssql")
+
+
+def default_optuna_storage(sweep_path: str) -> str | None:
+    """A SQLite study beside the sweep's results (local storage only), so the TPE history survives
+    a killed driver; None (in-memory, pickled with the searcher) for s3:// or gs:// storage."""
+    if "://" in sweep_path:
+        return None
+    return f"sqlite:///{Path(sweep_path) / 'optuna.db'}"
+
+
+def check_optuna_storage(url: str) -> str:
+    """Fail unless `url` is an SQLAlchemy URL Optuna can use (a database server must answer)."""
+    scheme = urllib.parse.urlparse(url).scheme.lower().split("+")[0]
+    if scheme not in OPTUNA_SCHEMES:
+        raise UsageError(
+            f"--optuna-storage {redact(url)!r} is not a database URL; use "
+            "sqlite:///<path>/optuna.db or postgresql://user:password@host:5432/db"
+            "?options=-csearch_path%3Doptuna"
+        )
+    if scheme == "sqlite":
+        db = _sqlite_path(url)
+        probe = db.parent
+        while not probe.exists():
+            probe = probe.parent
+        if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+            raise UsageError(
+                f"cannot create the Optuna database {db}: {probe} is not a writable directory; "
+                "pick --optuna-storage sqlite:///<writable dir>/optuna.db"
+            )
+        url = f"sqlite:///{db}"
+        if not db.exists():
+            return url
+    try:
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(
+            url, connect_args={"connect_timeout": 5} if scheme == "postgresql" else {}
+        )
+        with engine.begin() as connection:
+            schema = optuna_schema(url)
+            if schema:  # Optuna's own schema of a shared database: create it once
+                connection.execute(sqlalchemy.text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+        with engine.connect() as connection:
+            inspector = sqlalchemy.inspect(connection)
+            mlflow_tables = inspector.has_table("experiments") and inspector.has_table("runs")
+        engine.dispose()
+    except Exception as err:
+        message = " ".join(str(err).split())[:300]
+        raise UsageError(
+            f"cannot open the Optuna storage {redact(url)} ({redact(message)}); check the "
+            "database server is up and the URL's user, password and database name"
+        ) from None
+    if mlflow_tables:
+        # Both keep their schema version in an `alembic_version` table: they cannot share one.
+        raise UsageError(
+            f"--optuna-storage {redact(url)} holds MLflow's tables; give Optuna its own schema "
+            "of that database (append ?options=-csearch_path%3Doptuna to a postgresql:// URL) "
+            "or another database"
+        )
+    return url
+
+
+def optuna_schema(url: str) -> str | None:
+    """The schema a postgresql:// URL selects with `options=-csearch_path=NAME` (else None)."""
+    import re
+
+    query = urllib.parse.parse_qs(urllib.parse.urlparse(url).query)
+    for option in query.get("options", []):
+        found = re.search(r"search_path\s*=\s*([A-Za-z_][A-Za-z0-9_]*)", option)
+        if found:
+            return found.group(1)
+    return None
 
 
 def _check_data(config: Mapping[str, Any]) -> None:
@@ -238,6 +317,7 @@ def validate_sweep(
     cpus_per_trial: float = 1.0,
     gpus_per_trial: float = 0.0,
     asha: bool = True,
+    optuna_storage: str | None = None,
 ) -> SweepSpec:
     """Check everything about a sweep request; raise UsageError naming the first problem."""
     try:
@@ -329,6 +409,12 @@ def validate_sweep(
         )
     if address:
         check_address(address)
+    if optuna_storage:
+        study = check_optuna_storage(optuna_storage)
+    elif address and address.startswith("ray://"):
+        study = None  # the driver runs on the head node: no file of this machine's
+    else:
+        study = default_optuna_storage(f"{store}/{name}")
 
     return SweepSpec(
         skill=skill_name,
@@ -345,4 +431,5 @@ def validate_sweep(
         cpus_per_trial=cpus_per_trial,
         gpus_per_trial=gpus_per_trial,
         asha=asha,
+        optuna_storage=study,
     )
