@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--samples", type=int, default=8, help="number of trials (default 8)")
     run.add_argument("--epochs", type=int, help="search epochs per trial")
     run.add_argument("--seed", type=int, help="seed of data, trials and the TPE sampler")
+    run.add_argument("--seeds", type=int, nargs="+", metavar="S",
+                     help="no search: one trial per seed with the given settings (tuned knobs "
+                     "at their defaults unless --set), for comparisons over seeds")
     run.add_argument("--method", help="hypergradient method (first_order, finite_difference, "
                      "exact)")
     run.add_argument("--retrain-epochs", type=int, help="retrain each derived architecture for N "
@@ -103,6 +106,18 @@ def build_parser() -> argparse.ArgumentParser:
     _tracking_args(retrain)
     retrain.add_argument("--experiment", default="skillearn", help="MLflow experiment name")
 
+    comp = sub.add_parser("compare", help="skills side by side: mean ± std over seeds "
+                          "(table and bar chart)")
+    comp.add_argument("skills", nargs="*", help="skills to compare (default: all logged)")
+    comp.add_argument("--dataset", help="only trials on this dataset")
+    comp.add_argument("--noise-rate", type=float, help="only trials with this noise rate")
+    comp.add_argument("--noise-type", choices=("uniform", "flip"))
+    comp.add_argument("--imbalance", type=float, help="only trials with this imbalance factor")
+    comp.add_argument("--plot", default="compare.png", help="bar chart path (default "
+                      "compare.png)")
+    _tracking_args(comp)
+    comp.add_argument("--experiment", default="skillearn", help="MLflow experiment name")
+
     sub.add_parser("skills", help="list the skills")
     sub.add_parser("datasets", help="list the datasets")
     return parser
@@ -134,7 +149,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         args.skill, overrides, samples=args.samples, storage=args.storage, name=args.name,
         tracking_uri=args.tracking_uri, experiment=args.experiment, address=args.address,
         resume=args.resume, concurrency=args.concurrency, cpus_per_trial=args.cpus_per_trial,
-        gpus_per_trial=args.gpus_per_trial, asha=args.asha, optuna_storage=args.optuna_storage,
+        gpus_per_trial=args.gpus_per_trial, asha=args.asha, seeds=args.seeds,
+        optuna_storage=args.optuna_storage,
     )
     from skillearn.platform.sweep import run_sweep
 
@@ -228,6 +244,25 @@ def _check_data_settings(settings: dict[str, Any]) -> None:
         raise UsageError(str(err)) from None
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from skillearn.platform.compare import (
+        compare,
+        draw_comparison,
+        format_comparison,
+        trial_table,
+    )
+    from skillearn.platform.validate import check_tracking_uri, default_tracking_uri
+
+    uri = check_tracking_uri(args.tracking_uri or default_tracking_uri())
+    table = compare(trial_table(uri, args.experiment), args.skills, dataset=args.dataset,
+                    noise_rate=args.noise_rate, noise_type=args.noise_type,
+                    imbalance=args.imbalance)
+    print(format_comparison(table))
+    if not table.empty:
+        print(f"bar chart: {draw_comparison(table, args.plot)}")
+    return 0
+
+
 def _cmd_skills(args: argparse.Namespace) -> int:
     from skillearn.trainables.registry import available_skills, get_skill
 
@@ -254,6 +289,7 @@ COMMANDS = {
     "report": _cmd_report,
     "ui": _cmd_ui,
     "retrain": _cmd_retrain,
+    "compare": _cmd_compare,
     "skills": _cmd_skills,
     "datasets": _cmd_datasets,
 }

@@ -28,9 +28,16 @@ def skillearn_trial(config: dict[str, Any]) -> None:
     Every report also says where the trial runs (`node_id`, `node_ip`, `pid`): the tracker tags
     the trial's MLflow run with them, and a test can find the worker process.
     """
+    import logging
+
     from ray import tune
 
     from skillearn.trainables.runner import run_skill
+
+    # Ray logs every saved checkpoint at INFO from inside the trial; one line per epoch and
+    # trial drowns the sweep's own progress lines.
+    for name in ("ray.train", "ray.tune"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
     skill = config[SKILL_KEY]
     settings = {k: v for k, v in config.items() if k != SKILL_KEY}
@@ -84,6 +91,7 @@ def build_tuner(spec: SweepSpec, concurrency: int) -> Any:
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
+    from skillearn.platform.progress import ProgressPrinter
     from skillearn.platform.tracking import MlflowTracker
     from skillearn.search_spaces.hpo import define_by_run
 
@@ -100,19 +108,27 @@ def build_tuner(spec: SweepSpec, concurrency: int) -> Any:
         )
 
     fixed = fixed_settings(spec, skill)
-    seed = int(spec.config["seed"])
-    sampler = optuna.samplers.TPESampler(
-        seed=seed, n_startup_trials=min(4, spec.samples), constant_liar=True
-    )
-    # With a database storage the TPE history (every told trial) outlives the driver, and a
-    # study on the tracking server's database sits beside the sweep's MLflow runs.
-    storage = study_storage(spec.optuna_storage)
-    searcher = OptunaSearch(
-        space=define_by_run(skill, fixed), metric=skill.metric, mode=skill.mode, sampler=sampler,
-        storage=storage, study_name=spec.name if storage is not None else None,
-    )
+    param_space: dict[str, Any] = {}
+    searcher = None
+    if spec.seeds:
+        # no search: the given settings (tuned knobs at their defaults unless set), once per seed
+        fixed = {**spec.config, SKILL_KEY: spec.skill}
+        param_space = {**fixed, "seed": tune.grid_search(list(spec.seeds))}
+    else:
+        sampler = optuna.samplers.TPESampler(
+            seed=int(spec.config["seed"]), n_startup_trials=min(4, spec.samples),
+            constant_liar=True,
+        )
+        # With a database storage the TPE history (every told trial) outlives the driver, and a
+        # study on the tracking server's database sits beside the sweep's MLflow runs.
+        storage = study_storage(spec.optuna_storage)
+        searcher = OptunaSearch(
+            space=define_by_run(skill, fixed), metric=skill.metric, mode=skill.mode,
+            sampler=sampler, storage=storage,
+            study_name=spec.name if storage is not None else None,
+        )
     scheduler = None
-    if spec.asha:
+    if spec.asha and not spec.seeds:
         max_t = int(spec.config["epochs"])
         scheduler = ASHAScheduler(
             time_attr="training_iteration", max_t=max_t, grace_period=1 if max_t < 4 else 2,
@@ -124,7 +140,8 @@ def build_tuner(spec: SweepSpec, concurrency: int) -> Any:
               "seed": spec.config["seed"]},
         params={
             **{k: v for k, v in fixed.items() if k != SKILL_KEY},
-            "samples": spec.samples, "concurrency": concurrency, "asha": spec.asha,
+            "samples": spec.samples, "concurrency": concurrency,
+            "asha": spec.asha and not spec.seeds, "seeds": list(spec.seeds or []),
             "cpus_per_trial": spec.cpus_per_trial, "gpus_per_trial": spec.gpus_per_trial,
             "searched": ",".join(sorted(set(skill.tuned_knobs()) - set(fixed))) or "-",
             "optuna_storage": redact(spec.optuna_storage) or "memory",
@@ -133,18 +150,20 @@ def build_tuner(spec: SweepSpec, concurrency: int) -> Any:
     )
     return tune.Tuner(
         trainable,
+        param_space=param_space,
         tune_config=tune.TuneConfig(
             metric=skill.metric, mode=skill.mode, search_alg=searcher, scheduler=scheduler,
-            num_samples=spec.samples, max_concurrent_trials=concurrency,
+            num_samples=1 if spec.seeds else spec.samples, max_concurrent_trials=concurrency,
             trial_dirname_creator=trial_dirname,
         ),
         run_config=tune.RunConfig(
             name=spec.name,
             storage_path=spec.storage,
-            callbacks=[tracker],
+            callbacks=[tracker, ProgressPrinter(skill.metric, skill.mode, spec.samples,
+                                                int(spec.config["epochs"]))],
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             failure_config=tune.FailureConfig(max_failures=2),
-            verbose=1,
+            verbose=0,  # ProgressPrinter gives one line per event instead
         ),
     )
 

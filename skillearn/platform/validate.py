@@ -11,7 +11,7 @@ import socket
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -59,6 +59,8 @@ class SweepSpec:
     asha: bool = True
     # where Optuna keeps the study (TPE history): an SQLAlchemy URL, None for in-memory
     optuna_storage: str | None = None
+    # --seeds: no search; one trial per seed with the given settings (comparisons over seeds)
+    seeds: tuple[int, ...] | None = None
 
     @property
     def path(self) -> str:
@@ -265,19 +267,10 @@ def _check_data(config: Mapping[str, Any]) -> None:
     """The data layer's own cheap checks (unknown dataset, rates, missing CIFAR files)."""
     from skillearn.data.check import check_data_spec
     from skillearn.data.errors import DataError
-    from skillearn.data.spec import DataSpec
+    from skillearn.trainables.runner import data_spec
 
-    spec = DataSpec(
-        name=config["dataset"],
-        root=config["data_root"] or None,
-        download=bool(config["download"]),
-        seed=int(config["seed"]),
-        noise_rate=float(config["noise_rate"]),
-        noise_type=config["noise_type"],
-        imbalance=float(config["imbalance"]),
-    )
     try:
-        check_data_spec(spec)
+        check_data_spec(data_spec(config))
     except DataError as err:
         raise UsageError(str(err)) from None
 
@@ -318,6 +311,7 @@ def validate_sweep(
     gpus_per_trial: float = 0.0,
     asha: bool = True,
     optuna_storage: str | None = None,
+    seeds: Sequence[int] | None = None,
 ) -> SweepSpec:
     """Check everything about a sweep request; raise UsageError naming the first problem."""
     try:
@@ -340,6 +334,13 @@ def validate_sweep(
 
     if samples < 1:
         raise UsageError(f"--samples must be at least 1, got {samples}")
+    if seeds is not None:
+        if not seeds or any(int(x) < 0 for x in seeds) or len(set(seeds)) != len(seeds):
+            raise UsageError(f"--seeds needs distinct non-negative integers, got {list(seeds)}")
+        if "seed" in overrides:
+            raise UsageError("give either --seed or --seeds, not both")
+        seeds = tuple(int(x) for x in seeds)
+        samples = len(seeds)
     if concurrency is not None and concurrency < 1:
         raise UsageError(f"--concurrency must be at least 1, got {concurrency}")
     if not cpus_per_trial > 0:
@@ -432,4 +433,5 @@ def validate_sweep(
         gpus_per_trial=gpus_per_trial,
         asha=asha,
         optuna_storage=study,
+        seeds=seeds,
     )
