@@ -312,3 +312,21 @@ def test_draw_alpha_evolution_writes_png(tmp_path) -> None:
     assert data[:8] == PNG_MAGIC and len(data) > 5000
     with pytest.raises(ValueError):
         draw_alpha_evolution([np.zeros((14, 7))], PRIMITIVES, tmp_path / "bad.png")
+
+
+def test_channels_last_supernet_matches_the_default_layout() -> None:
+    torch.manual_seed(0)
+    config = SpaceConfig(nodes=2, cells=2, channels=4, in_channels=3, num_classes=5)
+    plain = SuperNet(config)
+    nhwc = SuperNet(config)
+    nhwc.load_state_dict(plain.state_dict())
+    nhwc.use_channels_last()
+    x = torch.randn(4, 3, 16, 16)
+    expected, got = plain(x), nhwc(x)
+    assert float((expected - got).norm() / expected.norm()) < 1e-5
+    target = torch.arange(4) % 5
+    torch.nn.functional.cross_entropy(got, target).backward()
+    torch.nn.functional.cross_entropy(expected, target).backward()
+    for (name, a), (_, b) in zip(plain.named_parameters(), nhwc.named_parameters(), strict=True):
+        if a.grad is not None:
+            assert float((a.grad - b.grad).norm() / (a.grad.norm() + 1e-12)) < 1e-4, name

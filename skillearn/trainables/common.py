@@ -33,6 +33,8 @@ COMMON_KNOBS: dict[str, Knob] = {
                        "pass fewer per level; changes DARTS' update order, off by default)"),
     "fd_gap_every": Knob(1, "measure the finite-difference vs exact hypergradient gap every N "
                          "epochs on one batch (0: never)", low=0, high=10000),
+    "channels_last": Knob("auto", "NHWC supernet: auto = on for inputs of 16 px and more",
+                          choices=("auto", "on", "off")),
     "device": Knob("auto", "cuda when available, else cpu", choices=("auto", "cpu", "cuda")),
     # search space
     "space": Knob("auto", "search space preset: auto = reduced for 8x8 data, full DARTS otherwise",

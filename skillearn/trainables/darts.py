@@ -15,15 +15,14 @@ import torch
 import torch.nn.functional as F
 
 from skillearn.mlo import Level
-from skillearn.search_spaces.darts import SuperNet
-from skillearn.trainables.setup import Built, Setup, program_for
+from skillearn.trainables.setup import Built, Setup, build_supernet, program_for
 from skillearn.trainables.skill import Knob, Skill
 from skillearn.trainables.weights import count_parameters, run_with
 
 
 def build(setup: Setup) -> Built:
     cfg = setup.config
-    net = SuperNet(setup.space).to(setup.device)
+    net = build_supernet(setup)
     weights, arch = net.weight_parameters(), net.arch_parameters()
 
     def train_loss(p, b):

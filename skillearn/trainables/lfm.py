@@ -25,9 +25,8 @@ import torch
 import torch.nn.functional as F
 
 from skillearn.mlo import Level
-from skillearn.search_spaces.darts import SuperNet
 from skillearn.trainables.encoders import make_encoder
-from skillearn.trainables.setup import Built, Setup, program_for
+from skillearn.trainables.setup import Built, Setup, build_supernet, program_for
 from skillearn.trainables.skill import Knob, Skill
 from skillearn.trainables.weights import clone_weights, count_parameters, run_with
 
@@ -50,7 +49,7 @@ def example_weights(
 
 def build(setup: Setup) -> Built:
     cfg, data, device = setup.config, setup.data, setup.device
-    net = SuperNet(setup.space).to(device)
+    net = build_supernet(setup)
     w1 = net.weight_parameters()
     w2, w2_buffers = clone_weights(net, exclude=net.arch_parameters())
     encoder_kind = cfg["encoder"] if cfg["encoder"] != "auto" else (

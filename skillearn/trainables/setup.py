@@ -14,7 +14,7 @@ import torch
 
 from skillearn.data import DataBundle
 from skillearn.mlo import Level, MultilevelProgram
-from skillearn.search_spaces.darts import PRIMITIVES, Genotype, SpaceConfig
+from skillearn.search_spaces.darts import PRIMITIVES, Genotype, SpaceConfig, SuperNet
 
 # 8x8 inputs (the embedded digits) get a reduced space so a whole sweep fits in minutes on two
 # CPU cores; anything larger gets the full DARTS search setting (8 ops, 4 nodes, 8 cells, 16 C).
@@ -60,6 +60,15 @@ class Built:
     param_count: int = 0
     ops: tuple[str, ...] = ()
     epoch_metrics: Callable[[], dict[str, Any]] | None = None
+
+
+def build_supernet(setup: Setup) -> SuperNet:
+    """The search space's supernet on the run's device, NHWC where that pays off."""
+    net = SuperNet(setup.space).to(setup.device)
+    wanted = setup.config["channels_last"]
+    if wanted == "on" or (wanted == "auto" and setup.data.input_shape[-1] >= 16):
+        net.use_channels_last()
+    return net
 
 
 def program_for(levels: list[Level], config: Mapping[str, Any]) -> MultilevelProgram:

@@ -115,7 +115,18 @@ class SuperNet(nn.Module):
         self.alpha_normal = nn.Parameter(1e-3 * torch.randn(shape))
         self.alpha_reduce = nn.Parameter(1e-3 * torch.randn(shape))
 
+    channels_last = False
+
+    def use_channels_last(self) -> SuperNet:
+        """Run in NHWC: depthwise convolutions (most of a DARTS cell) are several times faster
+        that way on CPU at 32x32 and on GPU; 8x8 inputs gain nothing, so it is opt-in."""
+        self.to(memory_format=torch.channels_last)
+        self.channels_last = True
+        return self
+
     def forward(self, x: Tensor) -> Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         # Softmax is recomputed every call from the (possibly substituted) alphas.
         w_normal = torch.softmax(self.alpha_normal, dim=-1)
         w_reduce = torch.softmax(self.alpha_reduce, dim=-1)
