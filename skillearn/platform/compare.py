@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from skillearn.platform.redact import redact
 from skillearn.platform.report import _client
 from skillearn.platform.tags import ROLE_TAG
 from skillearn.platform.validate import UsageError
@@ -26,7 +27,7 @@ def trial_table(tracking_uri: str, experiment: str) -> pd.DataFrame:
     client = _client(tracking_uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
-        raise UsageError(f"no experiment named {experiment!r} in {tracking_uri}")
+        raise UsageError(f"no experiment named {experiment!r} in {redact(tracking_uri)}")
     rows, token = [], None
     while True:
         page = client.search_runs([exp.experiment_id],

@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from skillearn.platform.redact import redact
 from skillearn.platform.tags import ROLE_TAG
 from skillearn.platform.validate import UsageError
 
@@ -72,7 +73,7 @@ def best_trials(tracking_uri: str, experiment: str, top: int = 10) -> pd.DataFra
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         raise UsageError(
-            f"no experiment named {experiment!r} in {tracking_uri}; check --experiment "
+            f"no experiment named {experiment!r} in {redact(tracking_uri)}; check --experiment "
             "(the sweep's default is 'skillearn')"
         )
     runs: list[Any] = []
@@ -91,6 +92,7 @@ def best_trials(tracking_uri: str, experiment: str, top: int = 10) -> pd.DataFra
         tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
         skill = tags.get("skill")
         row: dict[str, Any] = {
+            "run_id": run.info.run_id,
             "run": run.info.run_name,
             "skill": skill,
             "dataset": tags.get("dataset"),

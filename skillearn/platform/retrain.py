@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from skillearn.platform.redact import redact
 from skillearn.platform.validate import UsageError
 
 DATA_KEYS = ("dataset", "data_root", "noise_rate", "noise_type", "imbalance", "seed", "space",
@@ -30,7 +31,7 @@ def genotype_from_run(tracking_uri: str, run_id: str) -> tuple[str, dict[str, An
     try:
         run = client.get_run(run_id)
     except MlflowException as err:
-        raise UsageError(f"no MLflow run {run_id!r} in {tracking_uri}: {err.message}") from None
+        raise UsageError(f"no MLflow run {run_id!r} in {redact(tracking_uri)}: {err.message}") from None
     genotype = run.data.tags.get("genotype")
     if not genotype:
         try:
