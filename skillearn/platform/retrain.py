@@ -31,7 +31,9 @@ def genotype_from_run(tracking_uri: str, run_id: str) -> tuple[str, dict[str, An
     try:
         run = client.get_run(run_id)
     except MlflowException as err:
-        raise UsageError(f"no MLflow run {run_id!r} in {redact(tracking_uri)}: {err.message}") from None
+        raise UsageError(
+            f"no MLflow run {run_id!r} in {redact(tracking_uri)}: {err.message}"
+        ) from None
     genotype = run.data.tags.get("genotype")
     if not genotype:
         try:
