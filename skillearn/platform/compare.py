@@ -115,8 +115,9 @@ def draw_comparison(table: pd.DataFrame, path: str | Path) -> Path:
                yerr=table[f"{key}_std"], capsize=3, label=key.replace("_", " "))
     ax.set_xticks(x, table["skill"], rotation=20)
     ax.set_ylabel("accuracy (mean ± std over seeds)")
-    ax.set_ylim(0, 1)
-    ax.legend(loc="lower right")
+    ax.set_ylim(0, 1.15)  # headroom for the legend above bars that reach 1
+    ax.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    ax.legend(loc="upper right", ncol=2)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     path = Path(path)
