@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import kill_marked
 
 from skillearn.platform.cli import main
 
@@ -81,26 +82,7 @@ def _kill_group(proc: subprocess.Popen, ray_tmp: str) -> None:
     except ProcessLookupError:
         pass
     proc.wait(timeout=30)
-    deadline = time.time() + 20
-    while time.time() < deadline:
-        left = []
-        for pid_dir in Path("/proc").iterdir():
-            if not pid_dir.name.isdigit():
-                continue
-            try:
-                cmd = (pid_dir / "cmdline").read_bytes().decode(errors="ignore")
-            except OSError:
-                continue
-            if ray_tmp in cmd:
-                left.append(int(pid_dir.name))
-        if not left:
-            return
-        for pid in left:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        time.sleep(0.5)
+    kill_marked(ray_tmp)
 
 
 def test_killed_sweep_resumes_and_keeps_finished_trials(local_ray, tmp_path: Path) -> None:

@@ -139,6 +139,18 @@ def check_address(address: str) -> None:
         ) from None
 
 
+def _check_creatable(db: Path, what: str, fix: str) -> None:
+    """The nearest existing ancestor of `db` must be a writable directory."""
+    probe = db.parent
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise UsageError(
+            f"cannot create the {what} database {db}: {probe} is not a writable directory; "
+            f"pick {fix}"
+        )
+
+
 def _sqlite_path(uri: str) -> Path:
     """The database file of a sqlite:/// URI (relative paths taken from the current directory)."""
     rest = uri[len("sqlite:///") :] if uri.startswith("sqlite:///") else ""
@@ -160,15 +172,7 @@ def check_tracking_uri(uri: str) -> str:
         )
     if scheme == "sqlite":
         db = _sqlite_path(uri)
-        parent = db.parent
-        probe = parent
-        while not probe.exists():
-            probe = probe.parent
-        if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-            raise UsageError(
-                f"cannot create the MLflow database {db}: {probe} is not a writable directory; "
-                "pick a --tracking-uri sqlite:///<writable dir>/mlflow.db"
-            )
+        _check_creatable(db, "MLflow", "a --tracking-uri sqlite:///<writable dir>/mlflow.db")
         if db.exists() and not os.access(db, os.W_OK):
             raise UsageError(f"the MLflow database {db} is read-only; make it writable")
         return f"sqlite:///{db}"
@@ -210,14 +214,7 @@ def check_optuna_storage(url: str) -> str:
         )
     if scheme == "sqlite":
         db = _sqlite_path(url)
-        probe = db.parent
-        while not probe.exists():
-            probe = probe.parent
-        if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-            raise UsageError(
-                f"cannot create the Optuna database {db}: {probe} is not a writable directory; "
-                "pick --optuna-storage sqlite:///<writable dir>/optuna.db"
-            )
+        _check_creatable(db, "Optuna", "--optuna-storage sqlite:///<writable dir>/optuna.db")
         url = f"sqlite:///{db}"
         if not db.exists():
             return url
