@@ -119,3 +119,10 @@ def test_retraining_learns_the_synthetic_task() -> None:
                                channels=8, cells=2)
     assert metrics["retrain_test_acc"] > 0.5  # 10 classes: chance is 0.1
     assert metrics["retrain_params"] > 0
+
+
+def test_bf16_autocast_runs_the_search_steps() -> None:
+    reporter = Collector()
+    run_skill("darts", {**TINY, "amp": "bf16", "method": "exact"}, reporter)
+    (metrics,) = reporter.metrics
+    assert math.isfinite(metrics["train_loss"]) and 0.0 <= metrics["val_acc"] <= 1.0

@@ -594,7 +594,8 @@ class MlflowTracker(Callback):
             self._queue(trial_id, {"op": "tags", "tags": {"node_id": where[0],
                                                           "node_ip": where[1]}})
         genotype = result.get("genotype")
-        if isinstance(genotype, str) and genotype:
+        if isinstance(genotype, str) and genotype and self._genotype.get(trial_id) != genotype:
+            # drawing two cells costs the driver ~0.5 s: only when the architecture changed
             self._genotype[trial_id] = genotype
             self._safely("the genotype", self._stage_genotype, trial_id, genotype)
         alphas = {}

@@ -35,6 +35,9 @@ COMMON_KNOBS: dict[str, Knob] = {
                          "epochs on one batch (0: never)", low=0, high=10000),
     "channels_last": Knob("auto", "NHWC supernet: auto = on for inputs of 16 px and more",
                           choices=("auto", "on", "off")),
+    "amp": Knob("off", "bf16: bfloat16 autocast for the search steps (GPU; pair with "
+                "method=exact, finite differences lose precision in bf16)",
+                choices=("off", "bf16")),
     "device": Knob("auto", "cuda when available, else cpu", choices=("auto", "cpu", "cuda")),
     # search space
     "space": Knob("auto", "search space preset: auto = reduced for 8x8 data, full DARTS otherwise",

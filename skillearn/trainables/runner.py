@@ -74,6 +74,8 @@ def run_skill(
     skill = get_skill(skill_name)
     cfg = resolve_config(skill, {k: v for k, v in config.items() if not k.startswith("_")})
     device = pick_device(cfg["device"])
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels
     seed_everything(cfg["seed"])
     data = load_data(data_spec(cfg))
     space, retrain_shape = resolve_space(cfg, data)
@@ -90,7 +92,7 @@ def run_skill(
     for epoch in range(progress["epoch"], cfg["epochs"]):
         streams = _epoch_streams(data, cfg, epoch, device)
         started = time.perf_counter()
-        train_loss = _search_epoch(built, streams, steps, device)
+        train_loss = _search_epoch(built, streams, steps, device, cfg["amp"])
         seconds = time.perf_counter() - started
         progress["search_time_s"] += seconds
         progress["epoch"] = epoch + 1
@@ -131,17 +133,23 @@ def _next_batches(streams: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _search_epoch(
-    built: Built, streams: Mapping[str, Any], steps: int, device: torch.device
+    built: Built, streams: Mapping[str, Any], steps: int, device: torch.device, amp: str = "off"
 ) -> float:
-    """`steps` engine steps; losses are summed on the device and read once at the end."""
+    """`steps` engine steps; losses are summed on the device and read once at the end.
+
+    `amp="bf16"` runs the steps under bfloat16 autocast (parameters and optimizer state stay
+    float32); finite differences lose precision in bf16, so pair it with `method=exact`.
+    """
     for module in built.modules:
         module.train()
     lowest = next(iter(built.program.levels))
     total = torch.zeros((), device=device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp == "bf16")
     for _ in range(steps):
-        losses = built.program.step(_next_batches(streams))
+        with autocast:
+            losses = built.program.step(_next_batches(streams))
         if lowest in losses:
-            total = total + losses[lowest]
+            total = total + losses[lowest].float()
     built.program.end_epoch()
     mean = float(total) / steps
     if not math.isfinite(mean):
