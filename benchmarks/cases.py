@@ -158,6 +158,8 @@ def build_plain_step(variant: Variant, device: torch.device, seed: int = 0) -> S
     data = synthetic_bundle(variant, seed)
     torch.manual_seed(seed)
     net = SuperNet(variant.space).to(device).train()
+    if variant.input_shape[-1] >= 16:  # as trials build it (`channels_last=auto`)
+        net.use_channels_last()
     for alpha in net.arch_parameters().values():
         alpha.requires_grad_(False)
     weights = list(net.weight_parameters().values())
