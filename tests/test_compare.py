@@ -50,3 +50,15 @@ def test_seeds_and_seed_together_are_refused(capsys, tmp_path: Path) -> None:
                  str(tmp_path / "runs"), "--tracking-uri", f"sqlite:///{tmp_path}/m.db"])
     assert code == 2
     assert "either --seed or --seeds" in capsys.readouterr().err
+
+
+def test_a_yaml_spec_is_checked_like_set(capsys, tmp_path: Path) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("w_lr: 0.05\nnoise_rate: 1.5\n")
+    code = main(["sweep", "darts", "--config", str(spec), "--storage", str(tmp_path / "runs"),
+                 "--tracking-uri", f"sqlite:///{tmp_path}/m.db"])
+    assert code == 2
+    assert "noise_rate=1.5 is above its maximum" in capsys.readouterr().err
+    spec.write_text("- not a mapping\n")
+    assert main(["sweep", "darts", "--config", str(spec)]) == 2
+    assert "must be a mapping" in capsys.readouterr().err

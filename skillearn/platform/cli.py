@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "exact)")
     run.add_argument("--retrain-epochs", type=int, help="retrain each derived architecture for N "
                      "epochs inside its trial (0: skip)")
+    run.add_argument("--config", metavar="SPEC.yaml",
+                     help="knob settings as a YAML mapping (flags and --set override it)")
     run.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                      help="any other knob; pinning a tuned knob removes it from the search")
     run.add_argument("--no-asha", dest="asha", action="store_false",
@@ -137,7 +139,9 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         skill = get_skill(args.skill)
     except ConfigError as err:
         raise UsageError(f"{err} (see `skillearn skills`)") from None
-    overrides: dict[str, Any] = parse_sets(args.sets, skill)
+    # precedence: the spec file, then --set, then the named flags
+    overrides: dict[str, Any] = read_spec(args.config) if args.config else {}
+    overrides.update(parse_sets(args.sets, skill))
     flags = {
         "dataset": args.dataset, "data_root": args.data_root, "download": args.download,
         "noise_rate": args.noise_rate, "noise_type": args.noise_type,
@@ -161,6 +165,24 @@ def _cmd_sync(args: argparse.Namespace) -> int:
     from skillearn.platform.sync import sync_sweep
 
     return sync_sweep(args.sweep_dir, args.tracking_uri)
+
+
+def read_spec(path: str) -> dict[str, Any]:
+    """A YAML experiment spec: a flat mapping of knob -> value (checked like --set)."""
+    from pathlib import Path
+
+    import yaml
+
+    file = Path(path)
+    if not file.is_file():
+        raise UsageError(f"--config {path}: no such file")
+    try:
+        spec = yaml.safe_load(file.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise UsageError(f"--config {path} is not valid YAML: {err}") from None
+    if not isinstance(spec, dict) or not all(isinstance(k, str) for k in spec):
+        raise UsageError(f"--config {path} must be a mapping of knob names to values")
+    return spec
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
