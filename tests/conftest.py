@@ -123,3 +123,28 @@ def sweep_subprocess(args: list[str], log: Path) -> Iterator[subprocess.Popen]:
         import shutil
 
         shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def wait_for_finished_trials(uri: str, sweep_dir: Path, proc: subprocess.Popen, log: Path,
+                             count: int = 2, timeout: float = 300) -> dict[str, str]:
+    """Poll MLflow until `count` trial runs of a sweep running in `proc` are FINISHED;
+    returns {trial_id: run_id}. MLflow is read only once a trial folder exists: the driver has
+    then created the tables (two processes migrating one new SQLite file race each other)."""
+    from mlflow.tracking import MlflowClient
+
+    deadline = time.time() + timeout
+    finished: dict[str, str] = {}
+    while time.time() < deadline and proc.poll() is None:
+        if list(sweep_dir.glob("trial_*")):
+            client = MlflowClient(uri)
+            exp = client.get_experiment_by_name("skillearn")
+            runs = [] if exp is None else client.search_runs(
+                [exp.experiment_id], "tags.`skillearn.role` = 'trial'")
+            finished = {r.data.tags["trial_id"]: r.info.run_id for r in runs
+                        if r.info.status == "FINISHED"}
+            if len(finished) >= count:
+                break
+        time.sleep(0.5)
+    assert proc.poll() is None, log.read_text()[-3000:]
+    assert len(finished) >= count, f"the sweep did not finish {count} trials in time"
+    return finished

@@ -25,7 +25,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import POSTGRES_ENV, mlflow_server, sweep_subprocess
+from conftest import POSTGRES_ENV, mlflow_server, sweep_subprocess, wait_for_finished_trials
 
 from skillearn.platform.cli import main
 
@@ -203,19 +203,9 @@ def test_killed_driver_resumes_keeping_trials_and_tpe_history(tmp_path: Path) ->
     args = ["sweep", "darts", "--samples", "3", "--concurrency", "1", "--no-asha",
             "--epochs", "1", "--set", "steps_per_epoch=2", *FAST,
             "--storage", str(storage), "--tracking-uri", uri, "--name", "killed"]
-    finished: dict[str, str] = {}
     with sweep_subprocess(args, tmp_path / "driver.log") as proc:
-        deadline = time.time() + 300
-        while time.time() < deadline and proc.poll() is None:
-            if list((storage / "killed").glob("trial_*")):  # MLflow's tables exist by now
-                runs = _child_runs(uri)
-                finished = {t: r.info.run_id for t, r in runs.items()
-                            if r.info.status == "FINISHED"}
-                if len(finished) >= 2:
-                    break
-            time.sleep(0.5)
-        assert proc.poll() is None, (tmp_path / "driver.log").read_text()[-3000:]
-        assert len(finished) >= 2, "the sweep did not finish 2 trials in time"
+        finished = wait_for_finished_trials(uri, storage / "killed", proc,
+                                            tmp_path / "driver.log")
         time.sleep(3.0)  # Tune snapshots its state every second (TUNE_GLOBAL_CHECKPOINT_S)
         killed_at = time.perf_counter()
     complete = optuna.trial.TrialState.COMPLETE

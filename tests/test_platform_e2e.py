@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import kill_marked
+from conftest import kill_marked, wait_for_finished_trials
 
 from skillearn.platform.cli import main
 
@@ -98,22 +98,8 @@ def test_killed_sweep_resumes_and_keeps_finished_trials(local_ray, tmp_path: Pat
     proc = subprocess.Popen([sys.executable, "-m", "skillearn.platform.cli", *args], env=env,
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.time() + 240
-        finished: dict[str, str] = {}
-        while time.time() < deadline and proc.poll() is None:
-            # Read MLflow only once a trial exists: the driver has then created the tables
-            # (two processes migrating one new SQLite file race each other).
-            if not list((storage / "killed").glob("trial_*")):
-                time.sleep(0.5)
-                continue
-            _, runs = _children(uri)
-            finished = {r.data.tags["trial_id"]: r.info.run_id for r in runs
-                        if r.info.status == "FINISHED"}
-            if len(finished) >= 2:
-                break
-            time.sleep(0.5)
-        assert proc.poll() is None, (tmp_path / "driver.log").read_text()[-3000:]
-        assert len(finished) >= 2, "the sweep did not finish 2 trials in time"
+        finished = wait_for_finished_trials(uri, storage / "killed", proc,
+                                            tmp_path / "driver.log", timeout=240)
         time.sleep(3.0)  # let Ray snapshot its experiment state after the completions
     finally:
         _kill_group(proc, ray_tmp)

@@ -47,6 +47,13 @@ def example_weights(
     return torch.sigmoid((similarity * same_label * val_loss[None, :]) @ r)  # eq. 5
 
 
+def positions_by_id(ids: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Lookup table example id -> row of its split (-1 for ids not in the split)."""
+    table = torch.full((int(ids.max()) + 1,), -1, dtype=torch.long)
+    table[ids] = torch.arange(len(ids))
+    return table.to(device)
+
+
 def build(setup: Setup) -> Built:
     cfg, data, device = setup.config, setup.data, setup.device
     net = build_supernet(setup)
@@ -55,10 +62,7 @@ def build(setup: Setup) -> Built:
     encoder_kind = cfg["encoder"] if cfg["encoder"] != "auto" else (
         "small" if data.input_shape[-1] <= 16 else "resnet18")
     encoder = make_encoder(encoder_kind, data.input_shape[0], cfg["encoder_dim"]).to(device)
-    # r_j per validation example, looked up by example id
-    position = torch.full((int(data.val.index.max()) + 1,), -1, dtype=torch.long)
-    position[data.val.index] = torch.arange(len(data.val))
-    position = position.to(device)
+    position = positions_by_id(data.val.index, device)  # r_j looked up by example id
     r = torch.ones(len(data.val), device=device, requires_grad=True)
     upper = {**net.arch_parameters(), "r": r,
              **{f"V.{k}": v for k, v in encoder.named_parameters()}}

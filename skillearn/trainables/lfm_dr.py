@@ -40,17 +40,10 @@ from skillearn.trainables.classifiers import (
 )
 from skillearn.trainables.encoders import make_encoder
 from skillearn.trainables.evaluation import class_accuracies
-from skillearn.trainables.lfm import example_weights
+from skillearn.trainables.lfm import example_weights, positions_by_id
 from skillearn.trainables.setup import Built, Setup, program_for
 from skillearn.trainables.skill import Knob, Skill
 from skillearn.trainables.weights import clone_weights, count_parameters, run_with
-
-
-def positions_by_id(ids: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Lookup table example id -> row of its split (-1 for ids not in the split)."""
-    table = torch.full((int(ids.max()) + 1,), -1, dtype=torch.long)
-    table[ids] = torch.arange(len(ids))
-    return table.to(device)
 
 
 def build(setup: Setup) -> Built:
