@@ -26,6 +26,7 @@ from skillearn.trainables.setup import PRESETS, Setup
 StepFn = Callable[[], Any]
 
 PLAIN = "skillearn/plain"
+PLAIN_EDGEWISE = "skillearn/plain_edgewise"  # DARTS' edge-by-edge cells: what fusing saves
 NAIVE_PLAIN = "naive/plain"
 NAIVE_FIRST_ORDER = "naive/first_order"
 NAIVE_SECOND_ORDER = "naive/second_order"
@@ -152,14 +153,14 @@ def build_skill_step(skill: str, method: str, variant: Variant, device: torch.de
     return lambda: built.program.step(batches)
 
 
-def build_plain_step(variant: Variant, device: torch.device, seed: int = 0) -> StepFn:
+def build_plain_step(variant: Variant, device: torch.device, seed: int = 0,
+                     fused: bool = True) -> StepFn:
     """A plain training step of the supernet's weights (architecture frozen): forward,
     backward, clip, SGD with DARTS' settings. The denominator of every skillearn step ratio."""
     data = synthetic_bundle(variant, seed)
     torch.manual_seed(seed)
-    net = SuperNet(variant.space).to(device).train()
-    if variant.input_shape[-1] >= 16:  # as trials build it (`channels_last=auto`)
-        net.use_channels_last()
+    net = SuperNet(variant.space, fused=fused).to(device).train()
+    net.use_channels_last()  # as trials build it (`channels_last=auto`)
     for alpha in net.arch_parameters().values():
         alpha.requires_grad_(False)
     weights = list(net.weight_parameters().values())
@@ -203,8 +204,8 @@ def build_naive_step(label: str, variant: Variant, device: torch.device, seed: i
 def build_step(label: str, variant: Variant, device: torch.device, seed: int = 0,
                order: str | None = None) -> StepFn:
     """The step function for a label: `skillearn/plain`, `naive/<kind>` or `<skill>/<method>`."""
-    if label == PLAIN:
-        return build_plain_step(variant, device, seed)
+    if label in (PLAIN, PLAIN_EDGEWISE):
+        return build_plain_step(variant, device, seed, fused=label == PLAIN)
     if label in NAIVE_LABELS:
         return build_naive_step(label, variant, device, seed)
     skill, _, method = label.partition("/")

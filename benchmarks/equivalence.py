@@ -87,7 +87,8 @@ def _paired_models(variant: cases.Variant, device: torch.device, method: str, se
     built, batches = build_skill("darts", method, variant, device, seed)
     net: SuperNet = built.predict  # type: ignore[assignment]
     model = cases.naive_network(variant, device).train()
-    model.load_state_dict({k: v for k, v in net.state_dict().items() if not k.startswith("alpha_")})
+    model.load_state_dict({k: v for k, v in net.edgewise_state_dict().items()
+                           if not k.startswith("alpha_")})
     for ours, theirs in ALPHA_PAIRS:
         getattr(model, theirs).data.copy_(getattr(net, ours).data)
     return built, batches, model
@@ -138,10 +139,10 @@ def naive_vs_skillearn_second_order(
         for _ in range(weight_steps):
             _apply_weight_step(program, batches)
             weight_step(model, optimizer, x, y)
-        weights_error = relative_error(
-            [p.detach() for p in model.parameters()],
-            [p.detach() for p in net.weight_parameters().values()],
-        )
+        ours_now = net.to_edgewise({k: p.detach() for k, p in net.weight_parameters().items()})
+        theirs_now = dict(model.named_parameters())
+        weights_error = relative_error([theirs_now[k].detach() for k in ours_now],
+                                       list(ours_now.values()))
 
         ours, _ = program.gradient("arch", batches, method="finite_difference")
         eta = optimizer.param_groups[0]["lr"]
@@ -167,23 +168,29 @@ def supernet_vs_naive_network(
     torch.manual_seed(seed)
     net = SuperNet(variant.space).to(device).train()
     model = cases.naive_network(variant, device).train()
-    model.load_state_dict({k: v for k, v in net.state_dict().items() if not k.startswith("alpha_")})
+    model.load_state_dict({k: v for k, v in net.edgewise_state_dict().items()
+                           if not k.startswith("alpha_")})
     for ours, theirs in ALPHA_PAIRS:
         getattr(model, theirs).data.copy_(getattr(net, ours).data)
     x, y = data.train.x.to(device), data.train.y.to(device)
     autocast = (torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype
                 else contextlib.nullcontext())
     results: dict[str, list[torch.Tensor]] = {}
+    names = list(net.to_edgewise(net.weight_parameters()))  # DARTS' names, one order
     for key, module, alphas in (
         ("ours", net, [net.alpha_normal, net.alpha_reduce]),
         ("theirs", model, model.arch_parameters()),
     ):
-        weights = [p for n, p in module.named_parameters() if not n.startswith("alpha_")]
+        named = {n: p for n, p in module.named_parameters() if not n.startswith("alpha_")}
         with autocast:
             logits = module(x)
             loss = torch.nn.functional.cross_entropy(logits.float(), y)
-        grads = torch.autograd.grad(loss, weights + list(alphas))
-        results[key] = [logits.detach()] + [g.detach() for g in grads]
+        grads = torch.autograd.grad(loss, list(named.values()) + list(alphas))
+        by_name = dict(zip(named, grads, strict=False))
+        if module is net:
+            by_name = net.to_edgewise(by_name)
+        results[key] = ([logits.detach()] + [by_name[n].detach() for n in names]
+                        + [g.detach() for g in grads[-2:]])
     n_weights = len(results["ours"]) - 3
     return {
         "logits": relative_error(results["ours"][:1], results["theirs"][:1]),

@@ -37,6 +37,7 @@ CPU_SLOW_SIZES = ("cifar64", "cifar256")
 HEADLINES: tuple[tuple[str, str, str, str], ...] = (
     # (key, numerator label, denominator label, quantity)
     ("skillearn_plain_over_naive_plain", cases.PLAIN, cases.NAIVE_PLAIN, "time"),
+    ("fused_plain_over_edgewise_plain", cases.PLAIN, cases.PLAIN_EDGEWISE, "time"),
     ("darts_finite_difference_over_naive_second_order", "darts/finite_difference",
      cases.NAIVE_SECOND_ORDER, "time"),
     ("darts_first_order_over_naive_first_order", "darts/first_order", cases.NAIVE_FIRST_ORDER,
@@ -131,7 +132,7 @@ def run_variant(variant: cases.Variant, device: torch.device, args: argparse.Nam
     slow = device.type == "cpu" and variant.size in CPU_SLOW_SIZES
     warmup = args.warmup if args.warmup is not None else (1 if slow else 2)
     timed = args.steps if args.steps is not None else (3 if slow else 20)
-    labels = [cases.PLAIN]
+    labels = [cases.PLAIN, cases.PLAIN_EDGEWISE]
     if not args.no_naive:
         labels += list(cases.NAIVE_LABELS)
     skill_labels, notes = cases.skill_labels(skills, methods)

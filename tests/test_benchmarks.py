@@ -39,7 +39,7 @@ def test_step_ratio_runs_end_to_end_and_writes_json(tmp_path, capsys):
     payload = json.loads(path.read_text())
     assert {"device", "device_name", "torch", "threads", "date"} <= set(payload["environment"])
     (result,) = payload["results"]
-    expected = {cases.PLAIN, *cases.NAIVE_LABELS, "darts/first_order",
+    expected = {cases.PLAIN, cases.PLAIN_EDGEWISE, *cases.NAIVE_LABELS, "darts/first_order",
                 "darts/finite_difference", "lfm/finite_difference"}
     assert set(result["timings"]) == expected
     for timing in result["timings"].values():
@@ -50,7 +50,8 @@ def test_step_ratio_runs_end_to_end_and_writes_json(tmp_path, capsys):
     assert result["ratios"][cases.NAIVE_SECOND_ORDER]["baseline"] == cases.NAIVE_PLAIN
     assert {"skillearn_plain_over_naive_plain",
             "darts_finite_difference_over_naive_second_order",
-            "lfm_finite_difference_over_naive_second_order"} <= set(result["headline"])
+            "lfm_finite_difference_over_naive_second_order",
+            "fused_plain_over_edgewise_plain"} <= set(result["headline"])
     assert any("lfm/first_order skipped" in note for note in result["notes"])
     assert any("timed steps" in note for note in result["notes"])
     assert "darts/finite_difference" in capsys.readouterr().out

@@ -138,7 +138,7 @@ def test_mixed_op_is_weighted_sum_and_never_runs_none() -> None:
 
 
 def test_none_op_forward_is_never_called() -> None:
-    net = SuperNet(small_digits_config())
+    net = SuperNet(small_digits_config(), fused=False)
     calls = []
     zeros = [m for m in net.modules() if isinstance(m, Zero)]
     assert len(zeros) == 3 * 14  # one per edge per cell: the module exists...
@@ -312,6 +312,80 @@ def test_draw_alpha_evolution_writes_png(tmp_path) -> None:
     assert data[:8] == PNG_MAGIC and len(data) > 5000
     with pytest.raises(ValueError):
         draw_alpha_evolution([np.zeros((14, 7))], PRIMITIVES, tmp_path / "bad.png")
+
+
+def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / (b.norm() + 1e-12))
+
+
+@pytest.mark.parametrize(
+    "ops, nodes, size, nhwc",
+    [
+        (PRIMITIVES, 4, 8, False),
+        (PRIMITIVES, 4, 8, True),
+        (PRIMITIVES, 2, 7, False),  # odd sizes: the stride-2 skip pads its shifted half
+        (PRIMITIVES, 2, 7, True),
+        (("none", "max_pool_3x3", "skip_connect", "sep_conv_3x3"), 1, 8, False),
+        (("avg_pool_3x3", "dil_conv_5x5"), 3, 8, True),
+        (("skip_connect",), 2, 8, False),
+    ],
+)
+def test_fused_supernet_matches_darts_edge_by_edge(ops, nodes, size, nhwc) -> None:
+    """The fused cells compute DARTS' function: same logits, weight and alpha gradients and BN
+    running statistics as the edge-by-edge net holding the same weights (NCHW reference)."""
+    config = small_digits_config(ops=ops, nodes=nodes)
+    reference = SuperNet(config, fused=False).train()
+    fused = SuperNet(config).train()
+    fused.load_state_dict(reference.state_dict())  # DARTS names, converted on load
+    if nhwc:
+        fused.use_channels_last()
+    with torch.no_grad():  # alphas far from uniform so every op's weight matters
+        for net in (reference, fused):
+            net.alpha_normal.copy_(torch.linspace(-2, 2, net.alpha_normal.numel()).view_as(
+                net.alpha_normal))
+            net.alpha_reduce.copy_(torch.linspace(1, -1, net.alpha_reduce.numel()).view_as(
+                net.alpha_reduce))
+    x, y = torch.randn(6, 1, size, size), torch.arange(6) % 10
+    grads = {}
+    for key, net in (("reference", reference), ("fused", fused)):
+        logits = net(x)
+        names, params = zip(*net.named_parameters(), strict=True)
+        loss = torch.nn.functional.cross_entropy(logits, y)
+        grads[key] = dict(zip(names, torch.autograd.grad(loss, params), strict=True))
+        grads[key]["logits"] = logits.detach()
+    expected = grads["reference"]
+    got = fused.to_edgewise(grads["fused"])
+    assert set(got) == set(expected)
+    for name, value in expected.items():
+        assert _relative(got[name], value) < 1e-5, name
+    states = fused.edgewise_state_dict()
+    for name, value in reference.state_dict().items():  # BN running statistics too
+        torch.testing.assert_close(states[name], value, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_fused_state_dict_round_trips_through_darts_layout() -> None:
+    config = small_digits_config()
+    fused = SuperNet(config)
+    again = SuperNet(config)
+    again.load_state_dict(fused.edgewise_state_dict())
+    for name, value in fused.state_dict().items():
+        assert torch.equal(again.state_dict()[name], value), name
+    reference = SuperNet(config, fused=False)
+    reference.load_state_dict(fused.edgewise_state_dict())  # the original layout loads it
+    x = torch.randn(3, 1, 8, 8)
+    torch.testing.assert_close(reference.eval()(x), again.eval()(x), rtol=1e-5, atol=1e-6)
+    partial = fused.edgewise_state_dict()
+    partial.pop(next(k for k in partial if "._ops." in k))
+    with pytest.raises(RuntimeError, match="lacks 1 keys"):
+        again.load_state_dict(partial)
+
+
+def test_fused_supernet_has_far_fewer_tensors_than_darts_cells() -> None:
+    config = small_digits_config()
+    fused, reference = SuperNet(config), SuperNet(config, fused=False)
+    assert sum(p.numel() for p in fused.parameters()) == sum(
+        p.numel() for p in reference.parameters())
+    assert len(list(fused.parameters())) * 3 < len(list(reference.parameters()))
 
 
 def test_channels_last_supernet_matches_the_default_layout() -> None:

@@ -33,7 +33,8 @@ COMMON_KNOBS: dict[str, Knob] = {
                        "pass fewer per level; changes DARTS' update order, off by default)"),
     "fd_gap_every": Knob(1, "measure the finite-difference vs exact hypergradient gap every N "
                          "epochs on one batch (0: never)", low=0, high=10000),
-    "channels_last": Knob("auto", "NHWC supernet: auto = on for inputs of 16 px and more",
+    "channels_last": Knob("auto", "NHWC supernet: auto = on (the fused cells run faster in NHWC "
+                          "at 8 px and at 32 px, see benchmarks/RESULTS.md)",
                           choices=("auto", "on", "off")),
     "amp": Knob("off", "bf16: bfloat16 autocast for the search steps (GPU; pair with "
                 "method=exact, finite differences lose precision in bf16)",

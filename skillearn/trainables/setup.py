@@ -63,10 +63,9 @@ class Built:
 
 
 def build_supernet(setup: Setup) -> SuperNet:
-    """The search space's supernet on the run's device, NHWC where that pays off."""
+    """The search space's supernet (fused cells) on the run's device, NHWC unless turned off."""
     net = SuperNet(setup.space).to(setup.device)
-    wanted = setup.config["channels_last"]
-    if wanted == "on" or (wanted == "auto" and setup.data.input_shape[-1] >= 16):
+    if setup.config["channels_last"] in ("on", "auto"):
         net.use_channels_last()
     return net
 

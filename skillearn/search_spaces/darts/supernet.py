@@ -7,9 +7,13 @@ no parameter is modified in place.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
+from .fused import EdgeBundle
 from .genotype import Genotype, derive_genotype
 from .ops import OPS, FactorizedReduce, ReLUConvBN
 from .space import SpaceConfig
@@ -41,8 +45,29 @@ class MixedOp(nn.Module):
         return out
 
 
-class SearchCell(nn.Module):
-    """A DARTS search cell: 2 inputs, ``nodes`` intermediate nodes fed by all earlier states."""
+def edge_index(node: int, source: int) -> int:
+    """Row of the alpha matrix for the edge ``source -> node`` (DARTS' order: node by node,
+    each node's inputs in state order; node ``i`` has ``2 + i`` inputs)."""
+    return node * (node + 3) // 2 + source
+
+
+def _preprocess(
+    c_prev_prev: int, c_prev: int, c: int, reduction_prev: bool
+) -> tuple[nn.Module, nn.Module]:
+    if reduction_prev:  # s0 is twice the resolution of s1: bring it down
+        first: nn.Module = FactorizedReduce(c_prev_prev, c, affine=False)
+    else:
+        first = ReLUConvBN(c_prev_prev, c, 1, 1, 0, affine=False)
+    return first, ReLUConvBN(c_prev, c, 1, 1, 0, affine=False)
+
+
+class FusedSearchCell(nn.Module):
+    """A DARTS search cell evaluated source by source: every state, once computed, runs all of
+    its outgoing edges as one :class:`EdgeBundle` and adds them into the nodes they feed.
+
+    Nodes still receive their inputs in DARTS' order (state 0 first), so each node is the same
+    sum as in :class:`SearchCell`.
+    """
 
     def __init__(
         self,
@@ -57,11 +82,66 @@ class SearchCell(nn.Module):
         super().__init__()
         self.reduction = reduction
         self.nodes = nodes
-        if reduction_prev:  # s0 is twice the resolution of s1: bring it down
-            self.preprocess0: nn.Module = FactorizedReduce(c_prev_prev, c, affine=False)
-        else:
-            self.preprocess0 = ReLUConvBN(c_prev_prev, c, 1, 1, 0, affine=False)
-        self.preprocess1 = ReLUConvBN(c_prev, c, 1, 1, 0, affine=False)
+        self.preprocess0, self.preprocess1 = _preprocess(c_prev_prev, c_prev, c, reduction_prev)
+        self.bundles = nn.ModuleList()
+        order: list[int] = []
+        for source in range(nodes + 1):  # the last node feeds no edge
+            targets = range(max(0, source - 1), nodes)
+            stride = 2 if reduction and source < 2 else 1
+            self.bundles.append(EdgeBundle(c, stride, ops, len(targets)))
+            order.extend(edge_index(node, source) for node in targets)
+        self.register_buffer("edge_order", torch.tensor(order), persistent=False)
+        self.sizes = [bundle.edges for bundle in self.bundles]
+
+    def forward(self, s0: Tensor, s1: Tensor, weights: Tensor) -> Tensor:
+        by_source = weights.index_select(0, self.edge_order).split(self.sizes)
+        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        partial: list[Tensor | None] = [None] * self.nodes
+        for source, bundle in enumerate(self.bundles):
+            if source >= 2:  # node source-2 has now received all of its inputs
+                states.append(partial[source - 2])
+            out = bundle(states[source], by_source[source])
+            first = max(0, source - 1)
+            for k in range(bundle.edges):
+                node = first + k
+                prev = partial[node]
+                partial[node] = out[:, k] if prev is None else prev + out[:, k]
+        states.append(partial[-1])
+        return torch.cat(states[2:], dim=1)
+
+    def edgewise_keys(self) -> list[tuple[str, str, slice | None]]:
+        """``(DARTS key, fused key, rows)`` for every fused tensor of this cell's edges."""
+        keys = []
+        for source, bundle in enumerate(self.bundles):
+            for k in range(bundle.edges):
+                edge = edge_index(max(0, source - 1) + k, source)
+                keys.extend(
+                    (f"_ops.{edge}.{darts}", f"bundles.{source}.{fused}", rows)
+                    for darts, fused, rows in bundle.edgewise_keys(k)
+                )
+        return keys
+
+
+class SearchCell(nn.Module):
+    """A DARTS search cell: 2 inputs, ``nodes`` intermediate nodes fed by all earlier states.
+
+    Edge by edge, as DARTS writes it: the reference layout (``SuperNet(fused=False)``).
+    """
+
+    def __init__(
+        self,
+        nodes: int,
+        c_prev_prev: int,
+        c_prev: int,
+        c: int,
+        reduction: bool,
+        reduction_prev: bool,
+        ops: tuple[str, ...],
+    ) -> None:
+        super().__init__()
+        self.reduction = reduction
+        self.nodes = nodes
+        self.preprocess0, self.preprocess1 = _preprocess(c_prev_prev, c_prev, c, reduction_prev)
         self._ops = nn.ModuleList()
         for i in range(nodes):
             for j in range(2 + i):
@@ -84,12 +164,17 @@ class SuperNet(nn.Module):
     """DARTS ``model_search.Network`` built from a :class:`SpaceConfig`.
 
     ``alpha_normal`` / ``alpha_reduce`` (shape ``(num_edges, len(ops))``) are shared by all normal
-    / reduction cells respectively.
+    / reduction cells respectively. ``fused=True`` (the default) evaluates each cell source by
+    source (:class:`FusedSearchCell`); ``fused=False`` builds DARTS' edge-by-edge cells, the
+    reference the fused ones are checked against. Both compute the same function;
+    :meth:`edgewise_state_dict` and :meth:`load_state_dict` convert between their layouts.
     """
 
-    def __init__(self, config: SpaceConfig | None = None) -> None:
+    def __init__(self, config: SpaceConfig | None = None, fused: bool = True) -> None:
         super().__init__()
         self.config = config = (config or SpaceConfig()).validate()
+        self.fused = fused
+        cell_type = FusedSearchCell if fused else SearchCell
         c_curr = config.stem_multiplier * config.channels
         self.stem = nn.Sequential(
             nn.Conv2d(config.in_channels, c_curr, 3, padding=1, bias=False),
@@ -103,7 +188,7 @@ class SuperNet(nn.Module):
             reduction = i in reductions
             if reduction:
                 c_curr *= 2
-            cell = SearchCell(
+            cell = cell_type(
                 config.nodes, c_prev_prev, c_prev, c_curr, reduction, reduction_prev, config.ops
             )
             self.cells.append(cell)
@@ -118,8 +203,8 @@ class SuperNet(nn.Module):
     channels_last = False
 
     def use_channels_last(self) -> SuperNet:
-        """Run in NHWC: depthwise convolutions (most of a DARTS cell) are several times faster
-        that way on CPU at 32x32 and on GPU; 8x8 inputs gain nothing, so it is opt-in."""
+        """Run in NHWC: oneDNN's depthwise convolutions (most of a DARTS cell) are several
+        times faster that way on CPU; with the fused cells that holds at 8x8 too."""
         self.to(memory_format=torch.channels_last)
         self.channels_last = True
         return self
@@ -135,6 +220,57 @@ class SuperNet(nn.Module):
             s0, s1 = s1, cell(s0, s1, w_reduce if cell.reduction else w_normal)
         out = self.global_pooling(s1)
         return self.classifier(out.flatten(1))
+
+    def edgewise_keys(self) -> list[tuple[str, str, slice | None]]:
+        """``(DARTS key, fused key, rows)`` for every fused edge tensor (empty when unfused)."""
+        if not self.fused:
+            return []
+        return [
+            (f"cells.{i}.{darts}", f"cells.{i}.{fused}", rows)
+            for i, cell in enumerate(self.cells)
+            for darts, fused, rows in cell.edgewise_keys()
+        ]
+
+    def to_edgewise(self, tensors: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Re-key a name -> tensor map of this net (a state dict, or gradients) into DARTS'
+        edge-by-edge layout (``model_search.Network``'s names)."""
+        mapping = self.edgewise_keys()
+        fused_names = {fused for _, fused, _ in mapping}
+        out = {k: v for k, v in tensors.items() if k not in fused_names}
+        for darts, fused, rows in mapping:
+            if fused in tensors:
+                out[darts] = tensors[fused] if rows is None else tensors[fused][rows]
+        return out
+
+    def edgewise_state_dict(self) -> dict[str, Tensor]:
+        """The state dict in DARTS' edge-by-edge names (loadable by the original code)."""
+        return self.to_edgewise(self.state_dict())
+
+    def load_state_dict(
+        self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
+    ):
+        """Also accepts DARTS' edge-by-edge layout (``edgewise_state_dict`` or a checkpoint of
+        ``SuperNet(fused=False)``) and converts it."""
+        mapping = self.edgewise_keys()
+        if mapping and any(darts in state_dict for darts, _, _ in mapping):
+            own = {k: v.detach().clone() for k, v in self.state_dict().items()}
+            darts_names = {darts for darts, _, _ in mapping}
+            converted = {k: v for k, v in state_dict.items() if k not in darts_names}
+            missing = [darts for darts, _, _ in mapping if darts not in state_dict]
+            if missing and strict:
+                raise RuntimeError(f"edgewise state dict lacks {len(missing)} keys, e.g. "
+                                   f"{missing[:3]}")
+            for darts, fused, rows in mapping:
+                if darts not in state_dict:
+                    continue
+                value = torch.as_tensor(state_dict[darts])
+                if rows is None:
+                    own[fused] = value.clone()
+                else:
+                    own[fused][rows] = value
+                converted[fused] = own[fused]
+            state_dict = converted
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def arch_parameters(self) -> dict[str, nn.Parameter]:
         """The architecture parameters, by name (the upper-level variables)."""
