@@ -21,12 +21,14 @@ from benchmarks.naive.train_search import network_optimizer, search_step, weight
 from skillearn.data import DataBundle, Split
 from skillearn.search_spaces.darts import PRIMITIVES, SpaceConfig, SuperNet
 from skillearn.trainables import get_skill, resolve_config
-from skillearn.trainables.setup import PRESETS, Setup
+from skillearn.trainables.setup import PRESETS, Setup, use_fused_cells
 
 StepFn = Callable[[], Any]
 
 PLAIN = "skillearn/plain"
-PLAIN_EDGEWISE = "skillearn/plain_edgewise"  # DARTS' edge-by-edge cells: what fusing saves
+# the plain step with the cell layout `fused_cells=auto` does not pick for this size
+PLAIN_EDGEWISE = "skillearn/plain_edgewise"
+PLAIN_FUSED = "skillearn/plain_fused"
 NAIVE_PLAIN = "naive/plain"
 NAIVE_FIRST_ORDER = "naive/first_order"
 NAIVE_SECOND_ORDER = "naive/second_order"
@@ -153,12 +155,19 @@ def build_skill_step(skill: str, method: str, variant: Variant, device: torch.de
     return lambda: built.program.step(batches)
 
 
+def other_cells_label(variant: Variant) -> str:
+    """The plain-step label of the cell layout trials do *not* use at this size."""
+    return PLAIN_EDGEWISE if use_fused_cells("auto", variant.input_shape) else PLAIN_FUSED
+
+
 def build_plain_step(variant: Variant, device: torch.device, seed: int = 0,
-                     fused: bool = True) -> StepFn:
+                     fused: bool | None = None) -> StepFn:
     """A plain training step of the supernet's weights (architecture frozen): forward,
     backward, clip, SGD with DARTS' settings. The denominator of every skillearn step ratio."""
     data = synthetic_bundle(variant, seed)
     torch.manual_seed(seed)
+    if fused is None:  # as trials build it (`fused_cells=auto`)
+        fused = use_fused_cells("auto", variant.input_shape)
     net = SuperNet(variant.space, fused=fused).to(device).train()
     net.use_channels_last()  # as trials build it (`channels_last=auto`)
     for alpha in net.arch_parameters().values():
@@ -204,8 +213,9 @@ def build_naive_step(label: str, variant: Variant, device: torch.device, seed: i
 def build_step(label: str, variant: Variant, device: torch.device, seed: int = 0,
                order: str | None = None) -> StepFn:
     """The step function for a label: `skillearn/plain`, `naive/<kind>` or `<skill>/<method>`."""
-    if label in (PLAIN, PLAIN_EDGEWISE):
-        return build_plain_step(variant, device, seed, fused=label == PLAIN)
+    if label in (PLAIN, PLAIN_EDGEWISE, PLAIN_FUSED):
+        fused = {PLAIN: None, PLAIN_EDGEWISE: False, PLAIN_FUSED: True}[label]
+        return build_plain_step(variant, device, seed, fused=fused)
     if label in NAIVE_LABELS:
         return build_naive_step(label, variant, device, seed)
     skill, _, method = label.partition("/")

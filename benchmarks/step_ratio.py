@@ -37,7 +37,6 @@ CPU_SLOW_SIZES = ("cifar64", "cifar256")
 HEADLINES: tuple[tuple[str, str, str, str], ...] = (
     # (key, numerator label, denominator label, quantity)
     ("skillearn_plain_over_naive_plain", cases.PLAIN, cases.NAIVE_PLAIN, "time"),
-    ("fused_plain_over_edgewise_plain", cases.PLAIN, cases.PLAIN_EDGEWISE, "time"),
     ("darts_finite_difference_over_naive_second_order", "darts/finite_difference",
      cases.NAIVE_SECOND_ORDER, "time"),
     ("darts_first_order_over_naive_first_order", "darts/first_order", cases.NAIVE_FIRST_ORDER,
@@ -132,7 +131,7 @@ def run_variant(variant: cases.Variant, device: torch.device, args: argparse.Nam
     slow = device.type == "cpu" and variant.size in CPU_SLOW_SIZES
     warmup = args.warmup if args.warmup is not None else (1 if slow else 2)
     timed = args.steps if args.steps is not None else (3 if slow else 20)
-    labels = [cases.PLAIN, cases.PLAIN_EDGEWISE]
+    labels = [cases.PLAIN, cases.other_cells_label(variant)]
     if not args.no_naive:
         labels += list(cases.NAIVE_LABELS)
     skill_labels, notes = cases.skill_labels(skills, methods)
@@ -169,6 +168,10 @@ def run_variant(variant: cases.Variant, device: torch.device, args: argparse.Nam
         source = medians if quantity == "time" else peaks
         if numerator in source and denominator in source:
             headline[key] = _ratio(source[numerator], source[denominator])
+    fused = medians.get(cases.PLAIN_FUSED, medians.get(cases.PLAIN))
+    edgewise = medians.get(cases.PLAIN_EDGEWISE, medians.get(cases.PLAIN))
+    if cases.other_cells_label(variant) in medians:
+        headline["fused_plain_over_edgewise_plain"] = _ratio(fused, edgewise)
     return {
         **variant.describe(),
         "warmup": warmup,

@@ -21,7 +21,12 @@ from skillearn.search_spaces.darts import (
     draw_alpha_evolution,
     draw_cell,
 )
-from skillearn.search_spaces.darts.ops import OPS, FactorizedReduce, Zero
+from skillearn.search_spaces.darts.ops import (
+    OPS,
+    FactorizedReduce,
+    Zero,
+    dilated_depthwise_as_dense,
+)
 from skillearn.search_spaces.darts.supernet import MixedOp
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -312,6 +317,24 @@ def test_draw_alpha_evolution_writes_png(tmp_path) -> None:
     assert data[:8] == PNG_MAGIC and len(data) > 5000
     with pytest.raises(ValueError):
         draw_alpha_evolution([np.zeros((14, 7))], PRIMITIVES, tmp_path / "bad.png")
+
+
+@pytest.mark.parametrize("kernel", [3, 5])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("size", [8, 7, 2])
+@pytest.mark.parametrize("nhwc", [False, True])
+def test_polyphase_dilated_conv_equals_the_dilated_conv(kernel, stride, size, nhwc) -> None:
+    x = torch.randn(3, 6, size, size, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(6, 1, kernel, kernel, dtype=torch.float64, requires_grad=True)
+    inp = x.contiguous(memory_format=torch.channels_last) if nhwc else x
+    expected = torch.nn.functional.conv2d(inp, w, stride=stride, padding=kernel - 1, dilation=2,
+                                          groups=6)
+    got = dilated_depthwise_as_dense(inp, w, stride)
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected)
+    cotangent = torch.randn_like(expected)
+    torch.testing.assert_close(torch.autograd.grad(got, (x, w), cotangent),
+                               torch.autograd.grad(expected, (x, w), cotangent))
 
 
 def _relative(a: torch.Tensor, b: torch.Tensor) -> float:

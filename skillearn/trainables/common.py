@@ -33,8 +33,12 @@ COMMON_KNOBS: dict[str, Knob] = {
                        "pass fewer per level; changes DARTS' update order, off by default)"),
     "fd_gap_every": Knob(1, "measure the finite-difference vs exact hypergradient gap every N "
                          "epochs on one batch (0: never)", low=0, high=10000),
-    "channels_last": Knob("auto", "NHWC supernet: auto = on (the fused cells run faster in NHWC "
-                          "at 8 px and at 32 px, see benchmarks/RESULTS.md)",
+    "fused_cells": Knob("auto", "run each cell state's outgoing edges as one batch of ops: auto = "
+                        "on for inputs up to 16 px (launch-bound there; at 32 px the batched "
+                        "tensors cost more in copies than they save on CPU)",
+                        choices=("auto", "on", "off")),
+    "channels_last": Knob("auto", "NHWC supernet: auto = on (depthwise convs are several times "
+                          "faster in NHWC on CPU at 8 and 32 px, see benchmarks/RESULTS.md)",
                           choices=("auto", "on", "off")),
     "amp": Knob("off", "bf16: bfloat16 autocast for the search steps (GPU; pair with "
                 "method=exact, finite differences lose precision in bf16)",

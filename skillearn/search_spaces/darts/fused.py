@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .ops import dilated_depthwise_as_dense
+
 # name -> (kernel, dilation, padding, two stacked separable convs?)
 CONV_OPS: dict[str, tuple[int, int, int, bool]] = {
     "sep_conv_3x3": (3, 1, 1, True),
@@ -149,23 +151,24 @@ class EdgeBundle(nn.Module):
         tiled = torch.cat([relu] * self.edges, dim=1) if self.edges > 1 else relu
         depthwise = [self._depthwise(tiled, self.dw1[n], n, self.stride) for n in self.convs]
         first = self.bn1(F.conv2d(_cat(depthwise), self.pw1, groups=len(self.convs) * self.edges))
+        # split, not slicing: a slice's backward zero-fills a full-size gradient per slice
+        parts = first.split(width, dim=1)
         outs: list[Tensor] = []
         if self.seps:
-            depthwise = [  # ReLU per slice: its output is dense again (NHWC stays fast)
-                self._depthwise(F.relu(first[:, i * width : (i + 1) * width]), self.dw2[n], n, 1)
-                for i, n in enumerate(self.seps)
+            depthwise = [  # ReLU per part: its output is dense again (NHWC stays fast)
+                self._depthwise(F.relu(part), self.dw2[n], n, 1)
+                for part, n in zip(parts, self.seps, strict=False)
             ]
             outs.append(self.bn2(F.conv2d(_cat(depthwise), self.pw2,
                                           groups=len(self.seps) * self.edges)))
-        if self.dils:
-            outs.append(first[:, len(self.seps) * width :])
+        outs.extend(parts[len(self.seps):])
         return outs
 
     @staticmethod
     def _depthwise(x: Tensor, weight: Tensor, name: str, stride: int) -> Tensor:
         _, dilation, padding, _ = CONV_OPS[name]
         if dilation == 2 and x.device.type == "cpu":
-            out = _dilated_as_dense(x, weight, stride)
+            out = dilated_depthwise_as_dense(x, weight, stride)
         else:
             out = F.conv2d(x, weight, stride=stride, padding=padding, dilation=dilation,
                            groups=x.shape[1])
@@ -207,28 +210,6 @@ class EdgeBundle(nn.Module):
             yield f"_ops.{k}.op.5.weight", f"dw2.{name}", own
             yield f"_ops.{k}.op.6.weight", "pw2", rows
             yield from bn(f"_ops.{k}.op.7", "bn2", rows)
-
-
-def _dilated_as_dense(x: Tensor, weight: Tensor, stride: int) -> Tensor:
-    """A "same" depthwise conv with dilation 2, computed as an undilated one on the input's
-    2x2 polyphase components (bit-identical).
-
-    oneDNN's dilated depthwise backward is 3-15x slower on CPU than an undilated one of the same
-    work. With dilation 2 and even padding, output pixels of parity (a, b) read only input pixels
-    of parity (a, b): stride 2 keeps only parity (0, 0), i.e. a plain conv of ``x[::2, ::2]``;
-    stride 1 stacks the four parities as channels (pixel_unshuffle), convolves each with the
-    same kernel, and interleaves them back.
-    """
-    k, c = weight.shape[-1], x.shape[1]
-    if stride == 2:
-        return F.conv2d(x[:, :, ::2, ::2], weight, padding=(k - 1) // 2, groups=c)
-    h, wd = x.shape[-2:]
-    if h % 2 or wd % 2:  # zero rows/columns stand in for the conv's own zero padding
-        x = F.pad(x, (0, wd % 2, 0, h % 2))
-    phases = F.pixel_unshuffle(x, 2)  # channel 4c + 2a + b holds x[c, a::2, b::2]
-    out = F.conv2d(phases, weight.repeat_interleave(4, dim=0), padding=(k - 1) // 2,
-                   groups=4 * c)
-    return F.pixel_shuffle(out, 2)[:, :, :h, :wd]
 
 
 class _DenseGrad(torch.autograd.Function):

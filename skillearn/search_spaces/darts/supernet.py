@@ -100,12 +100,10 @@ class FusedSearchCell(nn.Module):
         for source, bundle in enumerate(self.bundles):
             if source >= 2:  # node source-2 has now received all of its inputs
                 states.append(partial[source - 2])
-            out = bundle(states[source], by_source[source])
-            first = max(0, source - 1)
-            for k in range(bundle.edges):
-                node = first + k
+            edges = bundle(states[source], by_source[source]).unbind(1)  # backward: one stack
+            for node, out in enumerate(edges, start=max(0, source - 1)):
                 prev = partial[node]
-                partial[node] = out[:, k] if prev is None else prev + out[:, k]
+                partial[node] = out if prev is None else prev + out
         states.append(partial[-1])
         return torch.cat(states[2:], dim=1)
 
