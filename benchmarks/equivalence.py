@@ -159,14 +159,14 @@ def naive_vs_skillearn_second_order(
 
 def supernet_vs_naive_network(
     variant: cases.Variant, device: torch.device | str = "cpu",
-    autocast_dtype: torch.dtype | None = None, seed: int = 0,
+    autocast_dtype: torch.dtype | None = None, seed: int = 0, fused: bool = True,
 ) -> dict[str, float]:
     """skillearn's SuperNet (which skips the `none` op) against the original MixedOp sum:
     relative error of the logits and of the gradients of weights and alphas."""
     device = torch.device(device)
     data = cases.synthetic_bundle(variant, seed)
     torch.manual_seed(seed)
-    net = SuperNet(variant.space).to(device).train()
+    net = SuperNet(variant.space, fused=fused).to(device).train().use_channels_last()
     model = cases.naive_network(variant, device).train()
     model.load_state_dict({k: v for k, v in net.edgewise_state_dict().items()
                            if not k.startswith("alpha_")})

@@ -4,8 +4,9 @@
         [--json PATH]
 
 Checks, each a relative error ||fast - plain|| / ||plain|| against a tolerance:
-1. supernet: skillearn's SuperNet (skips the `none` op) vs the original DARTS MixedOp sum,
-   logits and gradients, float32 (<= 1e-5) and bf16 autocast (<= 1e-2);
+1. supernet: skillearn's SuperNet (skips the `none` op; fused cells, and the edge-by-edge cells
+   with polyphase dilated convs on CPU) vs the original DARTS MixedOp sum, logits and
+   gradients, float32 (<= 1e-5) and bf16 autocast (<= 1e-2);
 2. darts_fd_vs_naive_second_order: skillearn's `finite_difference` hypergradient vs the naive
    DARTS second-order step (same weights, batch and momentum buffers), float64 and float32;
 3. fd_vs_exact: the finite-difference vs the exact hypergradient on a smooth-activation
@@ -152,12 +153,15 @@ def run_checks(variant: cases.Variant, device: torch.device,
         rows.append({"check": name, "config": config, "relative_error": error,
                      "tolerance": tolerance, "kind": kind, "passed": passed})
 
-    supernet = supernet_vs_naive_network(variant, device)
-    for key, error in supernet.items():
-        add("supernet_vs_naive", f"float32 {key}", error, FLOAT32_TOL)
-    bf16 = supernet_vs_naive_network(variant, device, autocast_dtype=torch.bfloat16)
-    for key, error in bf16.items():
-        add("supernet_vs_naive", f"bf16 autocast {key}", error, BF16_TOL)
+    for fused in (True, False):
+        name = f"supernet_{'fused' if fused else 'edgewise'}_vs_naive"
+        supernet = supernet_vs_naive_network(variant, device, fused=fused)
+        for key, error in supernet.items():
+            add(name, f"float32 {key}", error, FLOAT32_TOL)
+        bf16 = supernet_vs_naive_network(variant, device, autocast_dtype=torch.bfloat16,
+                                         fused=fused)
+        for key, error in bf16.items():
+            add(name, f"bf16 autocast {key}", error, BF16_TOL)
 
     for dtype, tol in ((torch.float64, FLOAT64_TOL), (torch.float32, 1e-4)):
         result = naive_vs_skillearn_second_order(variant, device, dtype=dtype)

@@ -19,6 +19,7 @@ from benchmarks.equivalence import (  # noqa: E402
     naive_vs_skillearn_second_order,
     supernet_vs_naive_network,
 )
+from skillearn.search_spaces.darts import SpaceConfig  # noqa: E402
 
 TINY = cases.SIZES["tiny"][0]
 
@@ -88,6 +89,10 @@ def test_naive_first_order_equals_skillearn_first_order():
     assert naive_vs_skillearn_first_order(TINY) < 1e-12
 
 
-def test_supernet_skipping_none_matches_the_original_mixed_op():
-    errors = supernet_vs_naive_network(TINY)
+@pytest.mark.parametrize("fused", [True, False])
+def test_supernet_matches_the_original_darts_network(fused):
+    """Both cell layouts (NHWC, `none` skipped) against the naive port, every op included."""
+    variant = cases.Variant("all-ops", "tiny", (1, 8, 8), 8,
+                            SpaceConfig(nodes=2, cells=3, channels=4, in_channels=1))
+    errors = supernet_vs_naive_network(variant, fused=fused)
     assert max(errors.values()) < 1e-5
