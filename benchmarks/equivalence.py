@@ -160,6 +160,7 @@ def naive_vs_skillearn_second_order(
 def supernet_vs_naive_network(
     variant: cases.Variant, device: torch.device | str = "cpu",
     autocast_dtype: torch.dtype | None = None, seed: int = 0, fused: bool = True,
+    smooth: bool = False,
 ) -> dict[str, float]:
     """skillearn's SuperNet (which skips the `none` op) against the original MixedOp sum:
     relative error of the logits and of the gradients of weights and alphas."""
@@ -172,29 +173,41 @@ def supernet_vs_naive_network(
                            if not k.startswith("alpha_")})
     for ours, theirs in ALPHA_PAIRS:
         getattr(model, theirs).data.copy_(getattr(net, ours).data)
+    if smooth:  # no ReLU kinks: float32 roundoff cannot flip an activation's gradient
+        smooth_activations(net)
+        smooth_activations(model)
     x, y = data.train.x.to(device), data.train.y.to(device)
     autocast = (torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype
                 else contextlib.nullcontext())
     results: dict[str, list[torch.Tensor]] = {}
     names = list(net.to_edgewise(net.weight_parameters()))  # DARTS' names, one order
-    for key, module, alphas in (
-        ("ours", net, [net.alpha_normal, net.alpha_reduce]),
-        ("theirs", model, model.arch_parameters()),
-    ):
+    runs = [("ours", net, autocast), ("theirs", model, autocast)]
+    if autocast_dtype:  # the reference in full precision: how far low precision alone moves it
+        runs.append(("theirs_fp32", model, contextlib.nullcontext()))
+    for key, module, context in runs:
+        alphas = ([net.alpha_normal, net.alpha_reduce] if module is net
+                  else model.arch_parameters())
         named = {n: p for n, p in module.named_parameters() if not n.startswith("alpha_")}
-        with autocast:
+        with context:
             logits = module(x)
             loss = torch.nn.functional.cross_entropy(logits.float(), y)
         grads = torch.autograd.grad(loss, list(named.values()) + list(alphas))
         by_name = dict(zip(named, grads, strict=False))
         if module is net:
             by_name = net.to_edgewise(by_name)
-        results[key] = ([logits.detach()] + [by_name[n].detach() for n in names]
+        results[key] = ([logits.detach().float()] + [by_name[n].detach() for n in names]
                         + [g.detach() for g in grads[-2:]])
     n_weights = len(results["ours"]) - 3
-    return {
-        "logits": relative_error(results["ours"][:1], results["theirs"][:1]),
-        "weight_grads": relative_error(results["ours"][1:1 + n_weights],
-                                       results["theirs"][1:1 + n_weights]),
-        "alpha_grads": relative_error(results["ours"][-2:], results["theirs"][-2:]),
-    }
+
+    def errors(a: str, b: str, prefix: str = "") -> dict[str, float]:
+        return {
+            f"{prefix}logits": relative_error(results[a][:1], results[b][:1]),
+            f"{prefix}weight_grads": relative_error(results[a][1:1 + n_weights],
+                                                    results[b][1:1 + n_weights]),
+            f"{prefix}alpha_grads": relative_error(results[a][-2:], results[b][-2:]),
+        }
+
+    out = errors("ours", "theirs")
+    if autocast_dtype:
+        out |= errors("theirs", "theirs_fp32", prefix="reference_noise_")
+    return out

@@ -5,10 +5,14 @@
 
 Checks, each a relative error ||fast - plain|| / ||plain|| against a tolerance:
 1. supernet: skillearn's SuperNet (skips the `none` op; fused cells, and the edge-by-edge cells
-   with polyphase dilated convs on CPU) vs the original DARTS MixedOp sum, logits and
-   gradients, float32 (<= 1e-5) and bf16 autocast (<= 1e-2);
+   with polyphase dilated convs on CPU; NHWC) vs the original DARTS MixedOp sum (NCHW), logits
+   and gradients: float64 (<= 1e-9), and with ReLU -> Softplus in both nets float32 (<= 1e-5)
+   and bf16 autocast (<= max(1e-2, 2x the naive net's own bf16-vs-float32 error)). With
+   ReLUs, float32 roundoff flips the odd activation that sits at 0 and moves a gradient by
+   ~1e-4, which says nothing about the fast path;
 2. darts_fd_vs_naive_second_order: skillearn's `finite_difference` hypergradient vs the naive
-   DARTS second-order step (same weights, batch and momentum buffers), float64 and float32;
+   DARTS second-order step (same weights, batch and momentum buffers), float64 (<= 1e-9);
+   float32 is reported, not judged: the difference quotient divides roundoff by 2R;
 3. fd_vs_exact: the finite-difference vs the exact hypergradient on a smooth-activation
    supernet (ReLU -> Softplus, no max-pool). This is an approximation, not a rewrite: its
    tolerance is the O(r^2) truncation plus float32 roundoff amplified by 1/r, so it is looser;
@@ -155,18 +159,28 @@ def run_checks(variant: cases.Variant, device: torch.device,
 
     for fused in (True, False):
         name = f"supernet_{'fused' if fused else 'edgewise'}_vs_naive"
-        supernet = supernet_vs_naive_network(variant, device, fused=fused)
+        with default_dtype(torch.float64):
+            exact = supernet_vs_naive_network(variant, device, fused=fused)
+        for key, error in exact.items():
+            add(name, f"float64 {key}", error, FLOAT64_TOL)
+        supernet = supernet_vs_naive_network(variant, device, fused=fused, smooth=True)
         for key, error in supernet.items():
-            add(name, f"float32 {key}", error, FLOAT32_TOL)
+            add(name, f"float32 Softplus {key}", error, FLOAT32_TOL)
         bf16 = supernet_vs_naive_network(variant, device, autocast_dtype=torch.bfloat16,
-                                         fused=fused)
-        for key, error in bf16.items():
-            add(name, f"bf16 autocast {key}", error, BF16_TOL)
+                                         fused=fused, smooth=True)
+        for key in ("logits", "weight_grads", "alpha_grads"):
+            # two bf16 computations differ by their own rounding: judged against 1e-2 or twice
+            # what bf16 alone moves the naive reference from its float32 result
+            noise = bf16[f"reference_noise_{key}"]
+            add(name, f"bf16 autocast Softplus {key} (naive bf16 vs f32: {noise:.1e})",
+                bf16[key], max(BF16_TOL, 2 * noise))
 
-    for dtype, tol in ((torch.float64, FLOAT64_TOL), (torch.float32, 1e-4)):
-        result = naive_vs_skillearn_second_order(variant, device, dtype=dtype)
-        add("darts_fd_vs_naive_second_order", f"{str(dtype)[6:]} hypergradient",
-            result["hypergradient"], tol)
+    result = naive_vs_skillearn_second_order(variant, device, dtype=torch.float64)
+    add("darts_fd_vs_naive_second_order", "float64 hypergradient", result["hypergradient"],
+        FLOAT64_TOL)
+    result = naive_vs_skillearn_second_order(variant, device, dtype=torch.float32)
+    add("darts_fd_vs_naive_second_order", "float32 hypergradient (roundoff / 2R)",
+        result["hypergradient"], None, kind="roundoff")
 
     add("fd_vs_exact", "float64 smooth supernet", fd_vs_exact(variant, device, torch.float64),
         1e-3, kind="approximation")

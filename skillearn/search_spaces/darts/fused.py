@@ -71,6 +71,7 @@ class EdgeBundle(nn.Module):
             "shared_cols", torch.tensor([ops.index(n) for n in self.shared_ops]), persistent=False
         )
         c, width = channels, edges * channels
+        self.relu = nn.ReLU()  # a module, so activation swaps (benchmarks' Softplus) reach it
         if self.pools:
             self.pool_bn = nn.BatchNorm2d(len(self.pools) * c, affine=False)
         if self.reduce_skip:
@@ -92,7 +93,7 @@ class EdgeBundle(nn.Module):
     def forward(self, x: Tensor, w: Tensor) -> Tensor:
         c, e = self.channels, self.edges
         per_edge: list[Tensor] = []  # each (N, edges * C, H', W'), in `edge_ops` order
-        relu = F.relu(x) if (self.convs or self.reduce_skip) else x
+        relu = self.relu(x) if (self.convs or self.reduce_skip) else x
         if self.reduce_skip:
             per_edge.append(self._factorized_reduce(relu))
         if self.convs:
@@ -156,7 +157,7 @@ class EdgeBundle(nn.Module):
         outs: list[Tensor] = []
         if self.seps:
             depthwise = [  # ReLU per part: its output is dense again (NHWC stays fast)
-                self._depthwise(F.relu(part), self.dw2[n], n, 1)
+                self._depthwise(self.relu(part), self.dw2[n], n, 1)
                 for part, n in zip(parts, self.seps, strict=False)
             ]
             outs.append(self.bn2(F.conv2d(_cat(depthwise), self.pw2,
