@@ -126,3 +126,22 @@ def test_bf16_autocast_runs_the_search_steps() -> None:
     run_skill("darts", {**TINY, "amp": "bf16", "method": "exact"}, reporter)
     (metrics,) = reporter.metrics
     assert math.isfinite(metrics["train_loss"]) and 0.0 <= metrics["val_acc"] <= 1.0
+
+
+def test_fused_cells_knob_picks_the_cell_layout() -> None:
+    from skillearn.search_spaces.darts.supernet import FusedSearchCell, SearchCell
+    from skillearn.trainables.setup import Setup, build_supernet, resolve_space, use_fused_cells
+
+    assert use_fused_cells("auto", (1, 8, 8)) and use_fused_cells("auto", (3, 16, 16))
+    assert not use_fused_cells("auto", (3, 32, 32))
+    assert use_fused_cells("on", (3, 32, 32)) and not use_fused_cells("off", (1, 8, 8))
+    data = load_data(DataSpec(name="synthetic"))
+    for setting, cell_type in (("auto", FusedSearchCell), ("off", SearchCell)):
+        cfg = resolve_config(get_skill("darts"), {**TINY, "fused_cells": setting})
+        space, _ = resolve_space(cfg, data)
+        net = build_supernet(Setup(config=cfg, data=data, device=torch.device("cpu"),
+                                   space=space))
+        assert all(isinstance(cell, cell_type) for cell in net.cells)
+        assert net.channels_last
+    with pytest.raises(ConfigError, match="fused_cells"):
+        resolve_config(get_skill("darts"), {"fused_cells": "sometimes"})
