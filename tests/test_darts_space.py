@@ -21,6 +21,7 @@ from skillearn.search_spaces.darts import (
     draw_alpha_evolution,
     draw_cell,
 )
+from skillearn.search_spaces.darts import ops as darts_ops
 from skillearn.search_spaces.darts.ops import (
     OPS,
     FactorizedReduce,
@@ -353,9 +354,13 @@ def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
         (("skip_connect",), 2, 8, False),
     ],
 )
-def test_fused_supernet_matches_darts_edge_by_edge(ops, nodes, size, nhwc) -> None:
+@pytest.mark.parametrize("polyphase", [True, False])  # False: the GPU's native dilated convs
+def test_fused_supernet_matches_darts_edge_by_edge(ops, nodes, size, nhwc, polyphase,
+                                                   monkeypatch) -> None:
     """The fused cells compute DARTS' function: same logits, weight and alpha gradients and BN
     running statistics as the edge-by-edge net holding the same weights (NCHW reference)."""
+    if not polyphase:
+        monkeypatch.setattr(darts_ops, "POLYPHASE_DEVICES", set())
     config = small_digits_config(ops=ops, nodes=nodes)
     reference = SuperNet(config, fused=False).train()
     fused = SuperNet(config).train()

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import ops
 from .ops import dilated_depthwise_as_dense
 
 # name -> (kernel, dilation, padding, two stacked separable convs?)
@@ -168,7 +169,7 @@ class EdgeBundle(nn.Module):
     @staticmethod
     def _depthwise(x: Tensor, weight: Tensor, name: str, stride: int) -> Tensor:
         _, dilation, padding, _ = CONV_OPS[name]
-        if dilation == 2 and x.device.type == "cpu":
+        if dilation == 2 and x.device.type in ops.POLYPHASE_DEVICES:
             out = dilated_depthwise_as_dense(x, weight, stride)
         else:
             out = F.conv2d(x, weight, stride=stride, padding=padding, dilation=dilation,
