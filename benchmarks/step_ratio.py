@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -35,6 +36,7 @@ from benchmarks.common import (
 )
 
 CPU_SLOW_SIZES = ("cifar64", "cifar256")
+CIFAR10_SEARCH_IMAGES = 25_000  # DARTS searches on half of CIFAR-10's training set
 HEADLINES: tuple[tuple[str, str, str, str], ...] = (
     # (key, numerator label, denominator label, quantity)
     ("skillearn_plain_over_naive_plain", cases.PLAIN, cases.NAIVE_PLAIN, "time"),
@@ -172,6 +174,13 @@ def run_variant(variant: cases.Variant, device: torch.device, args: argparse.Nam
         source = medians if quantity == "time" else peaks
         if numerator in source and denominator in source:
             headline[key] = _ratio(source[numerator], source[denominator])
+    if variant.input_shape == (3, 32, 32):  # DARTS' CIFAR-10 search: 25k images, 50 epochs
+        steps_per_search = 50 * math.ceil(CIFAR10_SEARCH_IMAGES / variant.batch)
+        for label, key in (("darts/finite_difference", "darts"),
+                           (cases.NAIVE_SECOND_ORDER, "naive")):
+            if label in medians:
+                headline[f"projected_50_epoch_cifar10_search_h_{key}"] = (
+                    medians[label] * steps_per_search / 3.6e6)
     fused = medians.get(cases.PLAIN_FUSED, medians.get(cases.PLAIN))
     edgewise = medians.get(cases.PLAIN_EDGEWISE, medians.get(cases.PLAIN))
     if cases.other_cells_label(variant) in medians:

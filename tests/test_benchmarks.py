@@ -96,3 +96,22 @@ def test_supernet_matches_the_original_darts_network(fused):
                             SpaceConfig(nodes=2, cells=3, channels=4, in_channels=1))
     errors = supernet_vs_naive_network(variant, fused=fused)
     assert max(errors.values()) < 1e-5
+
+
+def test_cifar_shaped_runs_report_the_projected_search_time(tmp_path, monkeypatch):
+    """On 3x32x32 input the run projects DARTS' 50-epoch CIFAR-10 search from its step time."""
+    space = SpaceConfig(ops=("max_pool_3x3", "skip_connect", "sep_conv_3x3"), nodes=1, cells=3,
+                        channels=4, in_channels=3)
+    variant = cases.Variant("tiny32", "tiny32", (3, 32, 32), 8, space)
+    monkeypatch.setitem(cases.SIZES, "tiny32", (variant,))
+    path = tmp_path / "ratios.json"
+    step_ratio.main(["--sizes", "tiny32", "--steps", "2", "--warmup", "1", "--threads", "1",
+                     "--skills", "darts", "--methods", "finite_difference", "--no-memory",
+                     "--quiet", "--json", str(path)])
+    (result,) = json.loads(path.read_text())["results"]
+    median_ms = result["timings"]["darts/finite_difference"]["median_ms"]
+    steps = 50 * -(-25_000 // 8)
+    assert result["headline"]["projected_50_epoch_cifar10_search_h_darts"] == pytest.approx(
+        median_ms * steps / 3.6e6)
+    assert "projected_50_epoch_cifar10_search_h_naive" in result["headline"]
+    assert cases.PLAIN_FUSED in result["timings"]  # 32 px: trials use DARTS' cells
