@@ -8,6 +8,7 @@ no parameter is modified in place.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -51,17 +52,35 @@ def edge_index(node: int, source: int) -> int:
     return node * (node + 3) // 2 + source
 
 
-def _preprocess(
-    c_prev_prev: int, c_prev: int, c: int, reduction_prev: bool
-) -> tuple[nn.Module, nn.Module]:
-    if reduction_prev:  # s0 is twice the resolution of s1: bring it down
-        first: nn.Module = FactorizedReduce(c_prev_prev, c, affine=False)
-    else:
-        first = ReLUConvBN(c_prev_prev, c, 1, 1, 0, affine=False)
-    return first, ReLUConvBN(c_prev, c, 1, 1, 0, affine=False)
+@dataclass(frozen=True)
+class CellShape:
+    """Where a cell sits: its node count, input/own widths and whether it or its predecessor
+    reduces the resolution."""
+
+    nodes: int
+    c_prev_prev: int
+    c_prev: int
+    c: int
+    reduction: bool
+    reduction_prev: bool
 
 
-class FusedSearchCell(nn.Module):
+class _Cell(nn.Module):
+    """What both cell layouts share: the two input preprocessing ops."""
+
+    def __init__(self, shape: CellShape) -> None:
+        super().__init__()
+        self.reduction = shape.reduction
+        self.nodes = shape.nodes
+        if shape.reduction_prev:  # s0 is twice the resolution of s1: bring it down
+            self.preprocess0: nn.Module = FactorizedReduce(shape.c_prev_prev, shape.c,
+                                                           affine=False)
+        else:
+            self.preprocess0 = ReLUConvBN(shape.c_prev_prev, shape.c, 1, 1, 0, affine=False)
+        self.preprocess1 = ReLUConvBN(shape.c_prev, shape.c, 1, 1, 0, affine=False)
+
+
+class FusedSearchCell(_Cell):
     """A DARTS search cell evaluated source by source: every state, once computed, runs all of
     its outgoing edges as one :class:`EdgeBundle` and adds them into the nodes they feed.
 
@@ -69,20 +88,9 @@ class FusedSearchCell(nn.Module):
     sum as in :class:`SearchCell`.
     """
 
-    def __init__(
-        self,
-        nodes: int,
-        c_prev_prev: int,
-        c_prev: int,
-        c: int,
-        reduction: bool,
-        reduction_prev: bool,
-        ops: tuple[str, ...],
-    ) -> None:
-        super().__init__()
-        self.reduction = reduction
-        self.nodes = nodes
-        self.preprocess0, self.preprocess1 = _preprocess(c_prev_prev, c_prev, c, reduction_prev)
+    def __init__(self, shape: CellShape, ops: tuple[str, ...]) -> None:
+        super().__init__(shape)
+        nodes, c, reduction = shape.nodes, shape.c, shape.reduction
         self.bundles = nn.ModuleList()
         order: list[int] = []
         for source in range(nodes + 1):  # the last node feeds no edge
@@ -120,26 +128,15 @@ class FusedSearchCell(nn.Module):
         return keys
 
 
-class SearchCell(nn.Module):
+class SearchCell(_Cell):
     """A DARTS search cell: 2 inputs, ``nodes`` intermediate nodes fed by all earlier states.
 
     Edge by edge, as DARTS writes it: the reference layout (``SuperNet(fused=False)``).
     """
 
-    def __init__(
-        self,
-        nodes: int,
-        c_prev_prev: int,
-        c_prev: int,
-        c: int,
-        reduction: bool,
-        reduction_prev: bool,
-        ops: tuple[str, ...],
-    ) -> None:
-        super().__init__()
-        self.reduction = reduction
-        self.nodes = nodes
-        self.preprocess0, self.preprocess1 = _preprocess(c_prev_prev, c_prev, c, reduction_prev)
+    def __init__(self, shape: CellShape, ops: tuple[str, ...]) -> None:
+        super().__init__(shape)
+        nodes, c, reduction = shape.nodes, shape.c, shape.reduction
         self._ops = nn.ModuleList()
         for i in range(nodes):
             for j in range(2 + i):
@@ -186,9 +183,9 @@ class SuperNet(nn.Module):
             reduction = i in reductions
             if reduction:
                 c_curr *= 2
-            cell = cell_type(
-                config.nodes, c_prev_prev, c_prev, c_curr, reduction, reduction_prev, config.ops
-            )
+            shape = CellShape(config.nodes, c_prev_prev, c_prev, c_curr, reduction,
+                              reduction_prev)
+            cell = cell_type(shape, config.ops)
             self.cells.append(cell)
             reduction_prev = reduction
             c_prev_prev, c_prev = c_prev, config.nodes * c_curr
