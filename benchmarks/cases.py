@@ -161,9 +161,10 @@ def other_cells_label(variant: Variant) -> str:
 
 
 def build_plain_step(variant: Variant, device: torch.device, seed: int = 0,
-                     fused: bool | None = None) -> StepFn:
+                     fused: bool | None = None, compiled: bool = False) -> StepFn:
     """A plain training step of the supernet's weights (architecture frozen): forward,
-    backward, clip, SGD with DARTS' settings. The denominator of every skillearn step ratio."""
+    backward, clip, SGD with DARTS' settings. The denominator of every skillearn step ratio.
+    `compiled` wraps the forward in `torch.compile` (`benchmarks.compile_probe`)."""
     data = synthetic_bundle(variant, seed)
     torch.manual_seed(seed)
     if fused is None:  # as trials build it (`fused_cells=auto`)
@@ -175,9 +176,10 @@ def build_plain_step(variant: Variant, device: torch.device, seed: int = 0,
     weights = list(net.weight_parameters().values())
     optimizer = torch.optim.SGD(weights, lr=0.025, momentum=0.9, weight_decay=3e-4)
     x, y = data.train.x.to(device), data.train.y.to(device)
+    forward = torch.compile(net) if compiled else net
 
     def step() -> torch.Tensor:
-        loss = F.cross_entropy(net(x), y)
+        loss = F.cross_entropy(forward(x), y)
         loss.backward()
         nn.utils.clip_grad_norm_(weights, 5.0)
         optimizer.step()

@@ -14,37 +14,9 @@ import time
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 
 from benchmarks import cases
 from benchmarks.common import environment, resolve_device, time_interleaved, write_json
-from skillearn.search_spaces.darts import SuperNet
-from skillearn.trainables.setup import use_fused_cells
-
-
-def plain_step(variant: cases.Variant, device: torch.device, compiled: bool):
-    """The benchmark's plain step (cells and layout as trials build them), optionally with the
-    forward wrapped in `torch.compile`."""
-    torch.manual_seed(0)
-    net = SuperNet(variant.space, fused=use_fused_cells("auto", variant.input_shape))
-    net = net.to(device).train().use_channels_last()
-    for alpha in net.arch_parameters().values():
-        alpha.requires_grad_(False)
-    weights = list(net.weight_parameters().values())
-    optimizer = torch.optim.SGD(weights, lr=0.025, momentum=0.9, weight_decay=3e-4)
-    data = cases.synthetic_bundle(variant)
-    x, y = data.train.x.to(device), data.train.y.to(device)
-    forward = torch.compile(net) if compiled else net
-
-    def step() -> torch.Tensor:
-        loss = F.cross_entropy(forward(x), y)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(weights, 5.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        return loss.detach()
-
-    return step
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -59,8 +31,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     device = resolve_device(args.device)
     torch.set_num_threads(args.threads)
     variant = cases.VARIANTS[args.size]
-    steps = {"eager": plain_step(variant, device, False),
-             "compiled": plain_step(variant, device, True)}
+    steps = {"eager": cases.build_plain_step(variant, device),
+             "compiled": cases.build_plain_step(variant, device, compiled=True)}
     started = time.perf_counter()
     steps["compiled"]()
     if device.type == "cuda":

@@ -67,7 +67,7 @@ FUSED_CELLS_MAX_PX = 16
 
 def use_fused_cells(setting: str, input_shape: tuple[int, ...]) -> bool:
     """`fused_cells` knob: on, off, or auto = on for inputs up to 16 px (measured in
-    benchmarks/RESULTS.md: 0.5x the edge-by-edge step at 8 px, 1.2x at 32 px on CPU)."""
+    benchmarks/RESULTS.md: 0.55x the edge-by-edge step at 8 px, 1.48x at 32 px on CPU)."""
     if setting == "auto":
         return input_shape[-1] <= FUSED_CELLS_MAX_PX
     return setting == "on"

@@ -24,16 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import ops
-from .ops import dilated_depthwise_as_dense
+from .ops import CONV_SPECS, dilated_depthwise_as_dense, polyphase_applies
 
-# name -> (kernel, dilation, padding, two stacked separable convs?)
-CONV_OPS: dict[str, tuple[int, int, int, bool]] = {
-    "sep_conv_3x3": (3, 1, 1, True),
-    "sep_conv_5x5": (5, 1, 2, True),
-    "dil_conv_3x3": (3, 2, 2, False),
-    "dil_conv_5x5": (5, 2, 4, False),
-}
 POOL_OPS = ("max_pool_3x3", "avg_pool_3x3")
 
 
@@ -58,8 +50,8 @@ class EdgeBundle(nn.Module):
         self.channels, self.stride, self.edges, self.ops = channels, stride, edges, tuple(ops)
         active = [name for name in ops if name != "none"]
         self.pools = [name for name in active if name in POOL_OPS]
-        self.seps = [name for name in active if name in CONV_OPS and CONV_OPS[name][3]]
-        self.dils = [name for name in active if name in CONV_OPS and not CONV_OPS[name][3]]
+        self.seps = [name for name in active if name in CONV_SPECS and CONV_SPECS[name][3]]
+        self.dils = [name for name in active if name in CONV_SPECS and not CONV_SPECS[name][3]]
         self.convs = self.seps + self.dils
         skip = "skip_connect" in active
         self.reduce_skip = skip and stride == 2  # FactorizedReduce: its own weights per edge
@@ -80,12 +72,12 @@ class EdgeBundle(nn.Module):
             self.fr_conv_2 = _conv_weight(edges * (c - c // 2), c, 1)
             self.fr_bn = nn.BatchNorm2d(width, affine=False)
         if self.convs:
-            self.dw1 = nn.ParameterDict({n: _conv_weight(width, 1, CONV_OPS[n][0])
+            self.dw1 = nn.ParameterDict({n: _conv_weight(width, 1, CONV_SPECS[n][0])
                                          for n in self.convs})
             self.pw1 = _conv_weight(len(self.convs) * width, c, 1)
             self.bn1 = nn.BatchNorm2d(len(self.convs) * width, affine=False)
         if self.seps:
-            self.dw2 = nn.ParameterDict({n: _conv_weight(width, 1, CONV_OPS[n][0])
+            self.dw2 = nn.ParameterDict({n: _conv_weight(width, 1, CONV_SPECS[n][0])
                                          for n in self.seps})
             self.pw2 = _conv_weight(len(self.seps) * width, c, 1)
             self.bn2 = nn.BatchNorm2d(len(self.seps) * width, affine=False)
@@ -168,8 +160,8 @@ class EdgeBundle(nn.Module):
 
     @staticmethod
     def _depthwise(x: Tensor, weight: Tensor, name: str, stride: int) -> Tensor:
-        _, dilation, padding, _ = CONV_OPS[name]
-        if dilation == 2 and x.device.type in ops.POLYPHASE_DEVICES:
+        kernel, dilation, padding, _ = CONV_SPECS[name]
+        if polyphase_applies(x, kernel, padding, dilation):
             out = dilated_depthwise_as_dense(x, weight, stride)
         else:
             out = F.conv2d(x, weight, stride=stride, padding=padding, dilation=dilation,

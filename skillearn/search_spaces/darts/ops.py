@@ -6,6 +6,7 @@ Every op maps ``(N, C, H, W)`` to ``(N, C, H/stride, W/stride)`` so one edge's o
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -67,16 +68,21 @@ def dilated_depthwise_as_dense(x: Tensor, weight: Tensor, stride: int) -> Tensor
     return F.pixel_shuffle(out, 2)[:, :, :h, :wd]
 
 
-def _polyphase_ok(kernel_size: int, padding: int, dilation: int) -> bool:
-    return dilation == 2 and kernel_size % 2 == 1 and padding == kernel_size - 1
+def polyphase_applies(x: Tensor, kernel_size: int, padding: int, dilation: int) -> bool:
+    """Whether a depthwise conv of `x` runs as :func:`dilated_depthwise_as_dense`: a "same"
+    dilation-2 conv (odd kernel, padding = kernel - 1) on a device in ``POLYPHASE_DEVICES``."""
+    return (dilation == 2 and kernel_size % 2 == 1 and padding == kernel_size - 1
+            and x.device.type in POLYPHASE_DEVICES)
 
 
 class DilatedDepthwiseConv2d(nn.Conv2d):
-    """``nn.Conv2d`` (same parameters and state dict) for a "same" depthwise conv with
-    dilation 2, computed by :func:`dilated_depthwise_as_dense` on CPU."""
+    """``nn.Conv2d`` (same parameters and state dict) for a depthwise conv that runs as
+    :func:`dilated_depthwise_as_dense` where :func:`polyphase_applies`."""
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.device.type in POLYPHASE_DEVICES and x.shape[1] == self.groups:
+        if x.shape[1] == self.groups and polyphase_applies(
+            x, self.kernel_size[0], self.padding[0], self.dilation[0]  # type: ignore[arg-type]
+        ):
             return dilated_depthwise_as_dense(x, self.weight, self.stride[0])
         return super().forward(x)
 
@@ -97,8 +103,7 @@ class DilConv(nn.Module):
         super().__init__()
         self.op = nn.Sequential(
             nn.ReLU(inplace=False),
-            (DilatedDepthwiseConv2d if _polyphase_ok(kernel_size, padding, dilation)
-             else nn.Conv2d)(
+            DilatedDepthwiseConv2d(
                 c_in,
                 c_in,
                 kernel_size,
@@ -183,6 +188,23 @@ class FactorizedReduce(nn.Module):
 
 OpFactory = Callable[[int, int, bool], nn.Module]
 
+# The conv ops: name -> (kernel, dilation, padding, two stacked separable convs?). One table for
+# the edge-by-edge ops below and the fused cells (`fused.py`).
+CONV_SPECS: dict[str, tuple[int, int, int, bool]] = {
+    "sep_conv_3x3": (3, 1, 1, True),
+    "sep_conv_5x5": (5, 1, 2, True),
+    "dil_conv_3x3": (3, 2, 2, False),
+    "dil_conv_5x5": (5, 2, 4, False),
+}
+
+
+def _conv_op(spec: tuple[int, int, int, bool], c: int, stride: int, affine: bool) -> nn.Module:
+    kernel, dilation, padding, separable = spec
+    if separable:
+        return SepConv(c, c, kernel, stride, padding, affine=affine)
+    return DilConv(c, c, kernel, stride, padding, dilation, affine=affine)
+
+
 OPS: dict[str, OpFactory] = {
     "none": lambda c, stride, affine: Zero(stride),
     "avg_pool_3x3": lambda c, stride, affine: nn.AvgPool2d(
@@ -192,8 +214,5 @@ OPS: dict[str, OpFactory] = {
     "skip_connect": lambda c, stride, affine: (
         nn.Identity() if stride == 1 else FactorizedReduce(c, c, affine=affine)
     ),
-    "sep_conv_3x3": lambda c, stride, affine: SepConv(c, c, 3, stride, 1, affine=affine),
-    "sep_conv_5x5": lambda c, stride, affine: SepConv(c, c, 5, stride, 2, affine=affine),
-    "dil_conv_3x3": lambda c, stride, affine: DilConv(c, c, 3, stride, 2, 2, affine=affine),
-    "dil_conv_5x5": lambda c, stride, affine: DilConv(c, c, 5, stride, 4, 2, affine=affine),
+    **{name: partial(_conv_op, spec) for name, spec in CONV_SPECS.items()},
 }
