@@ -11,11 +11,12 @@ import pytest
 import torch
 
 from skillearn.data import DataSpec, load_data
+from skillearn.data.augment import random_shift
 from skillearn.search_spaces.darts import Genotype
 from skillearn.trainables import ConfigError, get_skill, resolve_config
 from skillearn.trainables.checkpoint import CHECKPOINT_FILE, CheckpointError
 from skillearn.trainables.lfm import example_weights
-from skillearn.trainables.retrain import random_shift, retrain_genotype
+from skillearn.trainables.retrain import retrain_genotype
 from skillearn.trainables.runner import run_skill
 
 TINY = {"dataset": "synthetic", "nodes": 1, "cells": 1, "channels": 4, "batch_size": 16,

@@ -13,21 +13,10 @@ import torch
 import torch.nn.functional as F
 
 from skillearn.data import BatchStream, DataBundle, Split
+from skillearn.data.augment import random_shift
 from skillearn.mlo import Level, MultilevelProgram
 from skillearn.search_spaces.darts import DiscreteNetwork, Genotype
 from skillearn.trainables.evaluation import class_accuracies, worst_class
-
-
-def random_shift(x: torch.Tensor, generator: torch.Generator, pad: int) -> torch.Tensor:
-    """Pad-and-crop augmentation: each image shifted by up to `pad` pixels in x and y."""
-    n, _, h, w = x.shape
-    padded = F.pad(x, (pad, pad, pad, pad))
-    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-    rows = (dy[:, None] + torch.arange(h)[None]).to(x.device)
-    cols = (dx[:, None] + torch.arange(w)[None]).to(x.device)
-    batch = torch.arange(n, device=x.device)[:, None, None]
-    return padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
 
 
 def retrain_genotype(

@@ -1,0 +1,54 @@
+"""On-device, seeded image augmentation: pad-and-crop shifts, horizontal flips, cutout.
+
+Everything draws from a caller-owned `torch.Generator` (on the CPU, so the same seed gives the
+same augmentation on any device) and works on a whole (N, C, H, W) batch at once: no per-image
+Python loop, no DataLoader workers. Search, reweighting and retraining share these functions.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def random_shift(x: torch.Tensor, generator: torch.Generator, pad: int) -> torch.Tensor:
+    """Pad-and-crop (zero padding): each image shifted by up to `pad` pixels in x and y."""
+    if pad <= 0:
+        return x
+    n, _, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad))
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    rows = (dy[:, None] + torch.arange(h)[None]).to(x.device)
+    cols = (dx[:, None] + torch.arange(w)[None]).to(x.device)
+    batch = torch.arange(n, device=x.device)[:, None, None]
+    return padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+
+
+def random_flip(x: torch.Tensor, generator: torch.Generator, p: float = 0.5) -> torch.Tensor:
+    """Mirror each image left-right with probability `p`."""
+    flip = (torch.rand(x.shape[0], generator=generator) < p).to(x.device)
+    return torch.where(flip[:, None, None, None], x.flip(-1), x)
+
+
+def crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """The standard CIFAR training augmentation: random crop after `pad` zero padding, then a
+    random horizontal flip (DARTS, MW-Net and LFM all train with it on 32 px inputs)."""
+    return random_flip(random_shift(x, generator, pad), generator)
+
+
+def cutout(x: torch.Tensor, generator: torch.Generator, length: int) -> torch.Tensor:
+    """Zero one `length`×`length` square per image, centred anywhere (clipped at the border),
+    as DARTS' retraining recipe (DeVries & Taylor 2017, length 16 on CIFAR)."""
+    if length <= 0:
+        return x
+    n, _, h, w = x.shape
+    cy = torch.randint(0, h, (n,), generator=generator).to(x.device)
+    cx = torch.randint(0, w, (n,), generator=generator).to(x.device)
+    rows = torch.arange(h, device=x.device)[None, :]
+    cols = torch.arange(w, device=x.device)[None, :]
+    half = length // 2
+    in_rows = (rows >= (cy[:, None] - half)) & (rows < (cy[:, None] - half + length))
+    in_cols = (cols >= (cx[:, None] - half)) & (cols < (cx[:, None] - half + length))
+    hole = in_rows[:, :, None] & in_cols[:, None, :]  # (N, H, W)
+    return x * (~hole)[:, None].to(x.dtype)
