@@ -16,7 +16,7 @@ from skillearn.search_spaces.darts import Genotype
 from skillearn.trainables import ConfigError, get_skill, resolve_config
 from skillearn.trainables.checkpoint import CHECKPOINT_FILE, CheckpointError
 from skillearn.trainables.lfm import example_weights
-from skillearn.trainables.retrain import retrain_genotype
+from skillearn.trainables.retrain import RECIPES, RetrainPlan, retrain_genotype
 from skillearn.trainables.runner import run_skill
 
 TINY = {"dataset": "synthetic", "nodes": 1, "cells": 1, "channels": 4, "batch_size": 16,
@@ -116,8 +116,8 @@ def test_retraining_learns_the_synthetic_task() -> None:
     data = load_data(DataSpec(name="synthetic"))
     genotype = Genotype(normal=(("sep_conv_3x3", 0), ("skip_connect", 1)), normal_concat=(2,),
                         reduce=(("max_pool_3x3", 0), ("skip_connect", 1)), reduce_concat=(2,))
-    metrics = retrain_genotype(genotype, data, torch.device("cpu"), epochs=25, seed=0,
-                               channels=8, cells=2)
+    plan = RetrainPlan(RECIPES["fast"], "test", epochs=25, channels=8, cells=2)
+    metrics = retrain_genotype(genotype, data, torch.device("cpu"), plan, seed=0)
     assert metrics["retrain_test_acc"] > 0.5  # 10 classes: chance is 0.1
     assert metrics["retrain_params"] > 0
 

@@ -100,11 +100,16 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--genotype", help="genotype JSON file")
     retrain.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
                          help="retraining seeds (default 0 1 2)")
-    retrain.add_argument("--epochs", type=int, default=30, help="default 30")
+    retrain.add_argument("--recipe", choices=("auto", "darts", "fast"),
+                         help="darts: DARTS' evaluation recipe (cutout, auxiliary head, "
+                         "drop-path, 600 epochs, 20 cells x 36 C); fast: a short one for small "
+                         "inputs (default auto: darts for >= 32 px inputs, else fast)")
+    retrain.add_argument("--epochs", type=int,
+                         help="default: the recipe's (darts 600, fast 30)")
     retrain.add_argument("--dataset", help="default: the trial's dataset (digits for a file)")
     retrain.add_argument("--data-root", help="folder holding the dataset files")
-    retrain.add_argument("--channels", type=int, help="network width (default: preset)")
-    retrain.add_argument("--cells", type=int, help="network depth (default: preset)")
+    retrain.add_argument("--channels", type=int, help="network width (default: the recipe's)")
+    retrain.add_argument("--cells", type=int, help="network depth (default: the recipe's)")
     _tracking_args(retrain)
     retrain.add_argument("--experiment", default="skillearn", help="MLflow experiment name")
 
@@ -221,7 +226,7 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
     )
     from skillearn.platform.validate import check_tracking_uri, default_tracking_uri
 
-    if args.epochs < 1:
+    if args.epochs is not None and args.epochs < 1:
         raise UsageError(f"--epochs must be >= 1, got {args.epochs}")
     uri = check_tracking_uri(args.tracking_uri or default_tracking_uri())
     if args.run_id:
@@ -236,6 +241,7 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
     settings = retrain_settings(params, {
         "dataset": args.dataset, "data_root": args.data_root,
         "retrain_channels": args.channels, "retrain_cells": args.cells,
+        "retrain_recipe": args.recipe,
     })
     _check_data_settings(settings)
     rows = retrain_seeds(genotype_json, settings, args.seeds, args.epochs)

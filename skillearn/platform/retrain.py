@@ -19,7 +19,8 @@ from skillearn.platform.redact import redact
 from skillearn.platform.validate import UsageError
 
 DATA_KEYS = ("dataset", "data_root", "noise_rate", "noise_type", "imbalance", "seed", "space",
-             "retrain_channels", "retrain_cells")
+             "retrain_channels", "retrain_cells", "retrain_recipe")
+PLAN_KEYS = ("recipe", "epochs", "channels", "cells")  # what the recipe resolved to
 
 
 def genotype_from_run(tracking_uri: str, run_id: str) -> tuple[str, dict[str, Any]]:
@@ -73,24 +74,35 @@ def retrain_seeds(
     genotype_json: str,
     settings: Mapping[str, Any],
     seeds: Sequence[int],
-    epochs: int,
+    epochs: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Retrain the genotype once per seed (data split fixed by the trial's seed)."""
+    """Retrain the genotype once per seed (data split fixed by the trial's seed) with the
+    recipe `settings["retrain_recipe"]` selects; `epochs` None: the recipe's."""
     from skillearn.data import load_data
     from skillearn.search_spaces.darts import Genotype
-    from skillearn.trainables.retrain import retrain_genotype
+    from skillearn.trainables.retrain import plan_retrain, retrain_genotype
     from skillearn.trainables.runner import data_spec
-    from skillearn.trainables.setup import pick_device, resolve_space
+    from skillearn.trainables.setup import pick_device
 
     genotype = Genotype.from_json(genotype_json)
     data = load_data(data_spec(settings))
-    _, shape = resolve_space(settings, data)
+    plan = plan_retrain(settings, data, epochs=epochs or 0)
     device = pick_device(settings["device"])
+    print(plan.describe(), flush=True)
+    every = max(1, plan.epochs // 10)
     rows = []
     for seed in seeds:
+        def progress(record: dict[str, float], seed: int = seed) -> None:
+            if record["epoch"] % every == 0:
+                print(f"seed {seed} epoch {record['epoch']}/{plan.epochs}: train loss "
+                      f"{record['train_loss']:.4f}, lr {record['lr']:.5f}, drop-path "
+                      f"{record['drop_path_prob']:.3f}", flush=True)
+
         started = time.perf_counter()
-        metrics = retrain_genotype(genotype, data, device, epochs=epochs, seed=seed, **shape)
-        metrics.update(seed=seed, seconds=round(time.perf_counter() - started, 1))
+        metrics = retrain_genotype(genotype, data, device, plan, seed, on_epoch=progress)
+        metrics.update(seed=seed, seconds=round(time.perf_counter() - started, 1),
+                       recipe=plan.recipe.name, epochs=plan.epochs, channels=plan.channels,
+                       cells=plan.cells)
         rows.append(metrics)
         print(f"seed {seed}: test accuracy {metrics['retrain_test_acc']:.4f} "
               f"(worst class {metrics['retrain_worst_class_acc']:.4f}, "
@@ -129,6 +141,7 @@ def log_retrain(
     metrics += [Metric("retrain_test_acc_seed", float(r["retrain_test_acc"]), now, int(r["seed"]))
                 for r in rows]
     params = [Param(k, str(settings[k])) for k in DATA_KEYS]
+    params += [Param(f"retrain_plan_{k}", str(rows[0][k])) for k in PLAN_KEYS if k in rows[0]]
     params.append(Param("seeds", json.dumps([int(r["seed"]) for r in rows])))
     client.log_batch(run.info.run_id, metrics=metrics, params=params,
                      tags=[RunTag("skillearn.seeds", str(len(rows)))])

@@ -54,6 +54,11 @@ COMMON_KNOBS: dict[str, Knob] = {
     # search -> derive -> retrain
     "retrain_epochs": Knob(0, "retrain the derived architecture for this many epochs after the "
                            "search (0: skip)", low=0, high=10000),
-    "retrain_channels": Knob(0, "channels of the retrained network (0: preset)", low=0, high=256),
-    "retrain_cells": Knob(0, "cells of the retrained network (0: preset)", low=0, high=30),
+    "retrain_channels": Knob(0, "channels of the retrained network (0: the recipe's, else the "
+                             "preset's)", low=0, high=256),
+    "retrain_cells": Knob(0, "cells of the retrained network (0: the recipe's, else the "
+                          "preset's)", low=0, high=30),
+    "retrain_recipe": Knob("auto", "retraining recipe: darts (DARTS' evaluation recipe), fast "
+                           "(short, for small inputs), auto = darts for inputs >= 32 px",
+                           choices=("auto", "darts", "fast")),
 }

@@ -22,7 +22,7 @@ from skillearn.search_spaces.darts import architecture_entropy
 from skillearn.trainables.checkpoint import load_checkpoint, save_checkpoint
 from skillearn.trainables.evaluation import class_accuracies, worst_class
 from skillearn.trainables.registry import get_skill, resolve_config
-from skillearn.trainables.retrain import retrain_genotype
+from skillearn.trainables.retrain import plan_retrain, retrain_genotype
 from skillearn.trainables.setup import Built, Setup, pick_device, resolve_space
 
 Reporter = Callable[[dict[str, Any], str | None], None]
@@ -78,7 +78,7 @@ def run_skill(
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels
     seed_everything(cfg["seed"])
     data = load_data(data_spec(cfg))
-    space, retrain_shape = resolve_space(cfg, data)
+    space, _ = resolve_space(cfg, data)
     built: Built = skill.build(Setup(config=cfg, data=data, device=device, space=space))
 
     progress: dict[str, Any] = {"epoch": 0, "search_time_s": 0.0, "alpha_history": []}
@@ -103,10 +103,8 @@ def run_skill(
                 built.program.hypergradient_gap(built.gap_level, _next_batches(streams))
             )
         if epoch + 1 == cfg["epochs"] and cfg["retrain_epochs"] and built.genotype:
-            metrics.update(
-                retrain_genotype(built.genotype(), data, device, epochs=cfg["retrain_epochs"],
-                                 seed=cfg["seed"], **retrain_shape)
-            )
+            plan = plan_retrain(cfg, data, epochs=cfg["retrain_epochs"])
+            metrics.update(retrain_genotype(built.genotype(), data, device, plan, cfg["seed"]))
         with tempfile.TemporaryDirectory(prefix="skillearn-ckpt-") as directory:
             save_checkpoint(directory, built, progress)
             report(metrics, directory)

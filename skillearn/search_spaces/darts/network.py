@@ -1,8 +1,9 @@
-"""The discrete evaluation network (DARTS ``NetworkCIFAR`` without the auxiliary head)."""
+"""The discrete evaluation network: DARTS' ``NetworkCIFAR``, auxiliary head included."""
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .genotype import Genotype
@@ -64,10 +65,36 @@ class DiscreteCell(nn.Module):
         return torch.cat([states[i] for i in self._concat], dim=1)
 
 
+class AuxiliaryHead(nn.Module):
+    """DARTS' ``AuxiliaryHeadCIFAR``: a small classifier on the cells' output at 2/3 depth.
+
+    DARTS assumes the 8x8 maps of 32 px inputs there (5x5/3 average pool -> 2x2 -> 2x2 conv).
+    Maps smaller than 5 px skip that pool and any size is then pooled to 2x2, so the head also
+    fits other input sizes; at 32 px it is DARTS' head exactly.
+    """
+
+    def __init__(self, c: int, num_classes: int) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(c, 128, 1, bias=False), nn.BatchNorm2d(128), nn.ReLU(),
+            nn.Conv2d(128, 768, 2, bias=False), nn.BatchNorm2d(768), nn.ReLU(),
+        )
+        self.classifier = nn.Linear(768, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = F.relu(x)
+        if min(x.shape[-2:]) >= 5:
+            x = F.avg_pool2d(x, 5, stride=3, padding=0, count_include_pad=False)
+        x = F.adaptive_avg_pool2d(x, 2)
+        return self.classifier(self.features(x).flatten(1))
+
+
 class DiscreteNetwork(nn.Module):
     """Stem -> ``cells`` discrete cells (reductions as the supernet) -> pool -> linear.
 
     ``drop_path_prob`` is a plain attribute so a training loop can ramp it per epoch.
+    ``auxiliary=True`` adds DARTS' auxiliary head after cell ``2 * cells // 3`` (the second
+    reduction); its logits come from `forward_with_auxiliary`, in training mode only.
     """
 
     def __init__(
@@ -79,6 +106,7 @@ class DiscreteNetwork(nn.Module):
         in_channels: int = 3,
         drop_path_prob: float = 0.0,
         stem_multiplier: int = 3,
+        auxiliary: bool = False,
     ) -> None:
         super().__init__()
         self.drop_path_prob = drop_path_prob
@@ -90,6 +118,8 @@ class DiscreteNetwork(nn.Module):
         reductions = set(reduction_indices(cells))
         self.cells = nn.ModuleList()
         reduction_prev = False
+        self.auxiliary_index = 2 * cells // 3
+        self.auxiliary_head: AuxiliaryHead | None = None
         for i in range(cells):
             reduction = i in reductions
             if reduction:
@@ -98,11 +128,23 @@ class DiscreteNetwork(nn.Module):
             self.cells.append(cell)
             reduction_prev = reduction
             c_prev_prev, c_prev = c_prev, cell.multiplier * c_curr
+            if auxiliary and i == self.auxiliary_index:
+                self.auxiliary_head = AuxiliaryHead(c_prev, num_classes)
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(c_prev, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
+        return self._run(x, auxiliary=False)[0]
+
+    def forward_with_auxiliary(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        """(logits, auxiliary logits); the latter is None in eval mode or without the head."""
+        return self._run(x, auxiliary=self.training and self.auxiliary_head is not None)
+
+    def _run(self, x: Tensor, auxiliary: bool) -> tuple[Tensor, Tensor | None]:
+        aux_logits = None
         s0 = s1 = self.stem(x)
-        for cell in self.cells:
+        for i, cell in enumerate(self.cells):
             s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
-        return self.classifier(self.global_pooling(s1).flatten(1))
+            if auxiliary and i == self.auxiliary_index and self.auxiliary_head is not None:
+                aux_logits = self.auxiliary_head(s1)
+        return self.classifier(self.global_pooling(s1).flatten(1)), aux_logits
