@@ -24,7 +24,9 @@ def test_retrain_a_genotype_file_with_two_seeds(tmp_path: Path, capsys) -> None:
     code = main(["retrain", "--genotype", str(path), "--seeds", "0", "1", "--epochs", "1",
                  "--channels", "8", "--cells", "2", "--tracking-uri", uri])
     assert code == 0
-    assert "over 2 seeds" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "over 2 seeds" in out
+    assert "recipe fast (auto: 8 px inputs" in out  # digits keep the short recipe, and say why
     client = MlflowClient(uri)
     (run,) = client.search_runs([client.get_experiment_by_name("skillearn").experiment_id])
     assert 0.0 <= run.data.metrics["retrain_test_acc_mean"] <= 1.0
