@@ -272,6 +272,16 @@ def _check_data(config: Mapping[str, Any]) -> None:
         raise UsageError(str(err)) from None
 
 
+def _check_encoder_weights(path: str, kind: str) -> None:
+    """A pretrained encoder file must load (weights only) and fit the chosen ResNet."""
+    from skillearn.trainables.encoders import check_encoder_weights, load_encoder_weights
+
+    try:
+        check_encoder_weights(load_encoder_weights(path), path, kind)
+    except ConfigError as err:
+        raise UsageError(str(err)) from None
+
+
 def sweep_exists(path: Path | str) -> bool:
     """Whether `path` (a directory or URI) holds a Ray Tune experiment that can be restored."""
     if "://" not in str(path):
@@ -316,8 +326,9 @@ def validate_sweep(
     except ConfigError as err:
         raise UsageError(f"{err} (see `skillearn skills`)") from None
     overrides = dict(overrides)
-    if overrides.get("data_root"):
-        overrides["data_root"] = str(Path(overrides["data_root"]).expanduser().resolve())
+    for path_knob in ("data_root", "encoder_weights"):  # trials run in another directory
+        if overrides.get(path_knob):
+            overrides[path_knob] = str(Path(overrides[path_knob]).expanduser().resolve())
     try:
         config = resolve_config(skill, overrides)
     except ConfigError as err:
@@ -328,6 +339,8 @@ def validate_sweep(
             "holding the dataset or add --download"
         )
     _check_data(config)
+    if config.get("encoder_weights"):
+        _check_encoder_weights(config["encoder_weights"], config["encoder"])
 
     if samples < 1:
         raise UsageError(f"--samples must be at least 1, got {samples}")

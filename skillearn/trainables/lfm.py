@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from skillearn.mlo import Level
-from skillearn.trainables.encoders import make_encoder
+from skillearn.trainables.encoders import ENCODER_KNOBS, make_encoder
 from skillearn.trainables.setup import Built, Setup, build_supernet, program_for
 from skillearn.trainables.skill import Knob, Skill
 from skillearn.trainables.weights import clone_weights, count_parameters, run_with
@@ -61,7 +61,8 @@ def build(setup: Setup) -> Built:
     w2, w2_buffers = clone_weights(net, exclude=net.arch_parameters())
     encoder_kind = cfg["encoder"] if cfg["encoder"] != "auto" else (
         "small" if data.input_shape[-1] <= 16 else "resnet18")
-    encoder = make_encoder(encoder_kind, data.input_shape[0], cfg["encoder_dim"]).to(device)
+    encoder = make_encoder(encoder_kind, data.input_shape[0], cfg["encoder_dim"],
+                           cfg["encoder_weights"]).to(device)
     position = positions_by_id(data.val.index, device)  # r_j looked up by example id
     r = torch.ones(len(data.val), device=device, requires_grad=True)
     upper = {**net.arch_parameters(), "r": r,
@@ -151,8 +152,7 @@ SKILL = Skill(
                            log=True, tune=True, search=(1e-4, 3e-2)),
         "r_lr": Knob(1e-2, "Adam learning rate of the coefficients r", low=1e-6, high=1.0,
                      log=True, tune=True, search=(1e-3, 1e-1)),
-        "encoder": Knob("auto", "encoder V: auto = small CNN for <=16px inputs, else ResNet-18",
-                        choices=("auto", "small", "resnet18", "resnet34")),
+        **ENCODER_KNOBS,
         "encoder_dim": Knob(32, "feature size of the small encoder", choices=(16, 32, 64),
                             tune=True),
     },

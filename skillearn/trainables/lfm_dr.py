@@ -38,7 +38,7 @@ from skillearn.trainables.classifiers import (
     make_classifier,
     split_losses,
 )
-from skillearn.trainables.encoders import make_encoder
+from skillearn.trainables.encoders import ENCODER_KNOBS, make_encoder
 from skillearn.trainables.evaluation import class_accuracies
 from skillearn.trainables.lfm import example_weights, positions_by_id
 from skillearn.trainables.setup import Built, Setup, program_for
@@ -53,7 +53,8 @@ def build(setup: Setup) -> Built:
     w2, w2_buffers = clone_weights(net)
     encoder_kind = cfg["encoder"] if cfg["encoder"] != "auto" else (
         "small" if data.input_shape[-1] <= 16 else "resnet18")
-    encoder = make_encoder(encoder_kind, data.input_shape[0], cfg["encoder_dim"]).to(device)
+    encoder = make_encoder(encoder_kind, data.input_shape[0], cfg["encoder_dim"],
+                           cfg["encoder_weights"]).to(device)
     train_row, val_row = positions_by_id(data.train.index, device), positions_by_id(
         data.val.index, device)
     b = torch.ones(len(data.train), device=device, requires_grad=True)
@@ -147,8 +148,7 @@ SKILL = Skill(
                            high=0.1, log=True, tune=True, search=(1e-5, 1e-2)),
         "r_lr": Knob(1e-5, "SGD learning rate of the coefficients r (DR code: 1e-5)", low=1e-6,
                      high=0.1, log=True, tune=True, search=(1e-5, 1e-2)),
-        "encoder": Knob("auto", "encoder V: auto = small CNN for <=16px inputs, else ResNet-18",
-                        choices=("auto", "small", "resnet18", "resnet34")),
+        **ENCODER_KNOBS,
         "encoder_dim": Knob(32, "feature size of the small encoder", choices=(16, 32, 64)),
     },
     build=build,
