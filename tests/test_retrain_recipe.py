@@ -17,6 +17,7 @@ from skillearn.data import Split
 from skillearn.platform.cli import main
 from skillearn.search_spaces.darts import DiscreteNetwork, Genotype
 from skillearn.search_spaces.darts.network import DiscreteCell, drop_path
+from skillearn.trainables import runner
 from skillearn.trainables.registry import get_skill, resolve_config
 from skillearn.trainables.retrain import (
     RECIPES,
@@ -176,6 +177,25 @@ def test_training_ramps_drop_path_linearly_and_anneals_lr_per_epoch() -> None:
 
 
 # --------------------------------------------------------------------------- end to end
+
+
+def test_a_trials_retrain_epochs_follow_the_recipe_knob(monkeypatch) -> None:
+    plans: list[RetrainPlan] = []
+    real = runner.retrain_genotype
+
+    def spy(genotype, data, device, plan, seed, on_epoch=None):
+        plans.append(plan)
+        return real(genotype, data, device, plan, seed, on_epoch)
+
+    monkeypatch.setattr(runner, "retrain_genotype", spy)
+    reported: list[dict] = []
+    config = {"dataset": "synthetic", "nodes": 1, "cells": 1, "channels": 4, "batch_size": 16,
+              "steps_per_epoch": 2, "epochs": 1, "fd_gap_every": 0, "retrain_epochs": 1,
+              "retrain_recipe": "darts", "retrain_channels": 4, "retrain_cells": 3}
+    runner.run_skill("darts", config, lambda metrics, _: reported.append(metrics))
+    (plan,) = plans
+    assert (plan.recipe.name, plan.epochs, plan.channels, plan.cells) == ("darts", 1, 4, 3)
+    assert 0.0 <= reported[-1]["retrain_test_acc"] <= 1.0
 
 
 def _tiny_imagefolder(root: Path, classes: int = 3, per_class: int = 10) -> None:
