@@ -16,6 +16,7 @@ from mlflow.tracking import MlflowClient
 from skillearn.data import Split
 from skillearn.platform.cli import main
 from skillearn.search_spaces.darts import DiscreteNetwork, Genotype
+from skillearn.search_spaces.darts.genotype import DARTS_V2
 from skillearn.search_spaces.darts.network import DiscreteCell, drop_path
 from skillearn.trainables import runner
 from skillearn.trainables.registry import get_skill, resolve_config
@@ -25,6 +26,7 @@ from skillearn.trainables.retrain import (
     augment,
     choose_recipe,
     drop_path_rate,
+    model_parameters,
     plan_retrain,
     recipe_loss,
     train_network,
@@ -106,6 +108,14 @@ def test_auxiliary_head_gives_class_logits_in_training_only(px: int) -> None:
     plain = DiscreteNetwork(GENOTYPE, channels=4, cells=3, num_classes=7, in_channels=3)
     assert plain.train().forward_with_auxiliary(x)[1] is None
     assert plain.auxiliary_head is None and net.auxiliary_head is not None
+
+
+def test_darts_v2_at_20_cells_x_36_channels_has_dartss_parameter_count() -> None:
+    # DARTS' train.py logs "param size = 3.349342MB" for this network (auxiliary head excluded)
+    net = DiscreteNetwork(DARTS_V2, channels=36, cells=20, num_classes=10, in_channels=3,
+                          auxiliary=True)
+    assert model_parameters(net) == 3_349_342
+    assert sum(p.numel() for p in net.parameters()) > 3_349_342  # the head exists, uncounted
 
 
 def test_recipe_loss_adds_04_of_the_auxiliary_loss_in_training_only() -> None:

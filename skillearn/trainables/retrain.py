@@ -237,7 +237,11 @@ def retrain_genotype(
     return {
         "retrain_test_acc": float(test_acc),
         "retrain_worst_class_acc": worst_class(per_class),
-        # as DARTS counts: the auxiliary head is a training aid, not part of the model
-        "retrain_params": sum(p.numel() for n, p in net.named_parameters()
-                              if not n.startswith("auxiliary_head.")),
+        "retrain_params": model_parameters(net),
     }
+
+
+def model_parameters(net: DiscreteNetwork) -> int:
+    """Parameters of the model as DARTS counts them: the auxiliary head is a training aid."""
+    return sum(p.numel() for name, p in net.named_parameters()
+               if not name.startswith("auxiliary_head."))
