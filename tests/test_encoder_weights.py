@@ -11,7 +11,7 @@ from torch import nn
 from torchvision.models import resnet18, resnet34
 
 from skillearn.platform.cli import main
-from skillearn.platform.validate import validate_sweep
+from skillearn.platform.validate import UsageError, validate_sweep
 from skillearn.trainables.encoders import make_encoder
 from skillearn.trainables.registry import get_skill
 from skillearn.trainables.skill import ConfigError
@@ -109,3 +109,12 @@ def test_the_sweep_accepts_a_fitting_file_by_relative_path(resnet18_file, tmp_pa
                           samples=1, storage=str(tmp_path / "runs"),
                           tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
     assert spec.config["encoder_weights"] == str(path.resolve())  # trials run elsewhere
+
+
+def test_the_sweep_refuses_weights_without_an_explicit_resnet(resnet18_file,
+                                                             tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="needs encoder=resnet18, resnet34 or resnet50 .* "
+                                         "got encoder=auto"):
+        validate_sweep("lfm", {"encoder_weights": str(resnet18_file[0])}, samples=1,
+                       storage=str(tmp_path / "runs"),
+                       tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
