@@ -7,7 +7,8 @@ trials never import MLflow, and there are no concurrent writers to a SQLite stor
   metric `best_<metric>` per finished trial),
 - one child run per trial (tag `mlflow.parentRunId`, params = the trial's config, numeric metrics
   per epoch at `step=epoch`, artifacts `genotype.json`, `cell_normal.png`, `cell_reduce.png`
-  (latest epoch), `alphas/epoch_XXXX.json`, and at the end `alpha_evolution*.png`).
+  (latest epoch), `alphas/epoch_XXXX.json`, and at the end `alpha_evolution*.png`; LFM skills:
+  `learned_weights.png`, their learned weights a/b/r over the epochs).
 
 Runs are found again by tags (`skillearn.sweep_path`, `trial_id`), so a resumed sweep continues
 its runs instead of duplicating them. Each child run is also tagged with where its trial ran
@@ -196,6 +197,7 @@ class MlflowTracker(Callback):
         self.child_runs: dict[str, str] = {}  # trial_id -> run_id
         self._alphas: dict[str, dict[int, dict[str, Any]]] = {}  # trial_id -> epoch -> alphas
         self._curves: dict[str, dict[int, list]] = {}  # trial_id -> epoch -> weight curve
+        self._learned: dict[str, dict[int, dict]] = {}  # trial_id -> epoch -> {a,b,r} (mean, std)
         self._genotype: dict[str, str] = {}
         self._ops: dict[str, list[str]] = {}
         self._where: dict[str, tuple[str, str]] = {}  # trial_id -> (node_id, node_ip) tagged
@@ -554,6 +556,19 @@ class MlflowTracker(Callback):
             draw_weight_histogram(weights, noisy, Path(folder, "weight_histogram.png"))
         self._queue(trial_id, {"op": "artifacts", "dir": str(folder)})
 
+    def _stage_learned_weights(self, trial_id: str, epoch: int, result: Mapping[str, Any]) -> None:
+        """LFM's learned weights (a, b, r: mean ± std) over the epochs so far."""
+        from skillearn.reweighting.plots import draw_learned_weights, learned_weight_stats
+
+        stats = learned_weight_stats(result)
+        if not stats:
+            return
+        history = self._learned.setdefault(trial_id, {})
+        history[epoch] = stats
+        folder = self._stage()
+        draw_learned_weights(history, Path(folder, "learned_weights.png"))
+        self._queue(trial_id, {"op": "artifacts", "dir": str(folder)})
+
     def _safely(self, what: str, fn: Any, *args: Any) -> None:
         """Drawing problems are warnings: they never stop a sweep."""
         try:
@@ -609,6 +624,7 @@ class MlflowTracker(Callback):
                 self._ops[trial_id] = _ops_for(result, dict(trial.config or {}), n_ops)
             self._safely("the alphas", self._stage_alphas, trial_id, step, alphas)
         self._safely("the reweighting plots", self._stage_reweighting, trial_id, step, result)
+        self._safely("the learned weights", self._stage_learned_weights, trial_id, step, result)
         self.flush()
 
     def _end(self, trial: Any, status: str, error: str | None = None) -> None:

@@ -1,13 +1,15 @@
 """Figures of a reweighting run, drawn on a bare Figure (no pyplot global state, Agg canvas).
 
 The driver reads the per-epoch JSON metrics `weight_curve` and `train_weights` /
-`train_is_noisy` and calls these to write the images it logs.
+`train_is_noisy`, and the `{a,b,r}_{mean,std}` of LFM's learned weights, and calls these to
+write the images it logs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -51,6 +53,43 @@ def draw_weight_histogram(
     ax.set_xlabel("example weight")
     ax.set_ylabel("examples")
     ax.legend(loc="best", fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path)
+    return Path(path)
+
+
+LEARNED_WEIGHTS = ("a", "b", "r")  # LFM: mistake weights a, per-example b, coefficients r
+
+
+def learned_weight_stats(result: Mapping[str, Any]) -> dict[str, tuple[float, float]]:
+    """{name: (mean, std)} of the LEARNED_WEIGHTS an epoch's result reports (`a_mean`, `a_std`,
+    …); empty for skills without them."""
+    stats = {}
+    for name in LEARNED_WEIGHTS:
+        mean, std = result.get(f"{name}_mean"), result.get(f"{name}_std")
+        if isinstance(mean, int | float) and isinstance(std, int | float):
+            stats[name] = (float(mean), float(std))
+    return stats
+
+
+def draw_learned_weights(
+    history: Mapping[int, Mapping[str, tuple[float, float]]], path: str | Path
+) -> Path:
+    """Mean ± std of each learned weight (a, b, r) over the epochs, one panel each."""
+    names = [n for n in LEARNED_WEIGHTS if any(n in stats for stats in history.values())]
+    fig = Figure(figsize=(4 * max(len(names), 1), 3.2))
+    FigureCanvasAgg(fig)
+    for column, name in enumerate(names, 1):
+        ax = fig.add_subplot(1, len(names), column)
+        epochs = [e for e in sorted(history) if name in history[e]]
+        mean = np.array([history[e][name][0] for e in epochs])
+        std = np.array([history[e][name][1] for e in epochs])
+        ax.plot(epochs, mean, color="tab:blue", label="mean")
+        ax.fill_between(epochs, mean - std, mean + std, color="tab:blue", alpha=0.25,
+                        label="± std")
+        ax.set_xlabel("epoch")
+        ax.set_title(name)
+        ax.legend(loc="best", fontsize="small")
     fig.tight_layout()
     fig.savefig(path)
     return Path(path)
