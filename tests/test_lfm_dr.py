@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 
@@ -86,3 +88,20 @@ def test_learned_weights_plot(tmp_path) -> None:
     assert stats == {"a": (0.5, 0.1), "b": (1.0, 0.2)}
     history = {1: stats, 2: {"a": (0.6, 0.1), "b": (1.1, 0.3)}}
     assert draw_learned_weights(history, tmp_path / "w.png").stat().st_size > 0
+
+
+def test_resume_continues_b_v_r_exactly(tmp_path) -> None:
+    config = {**NOISY_DIGITS, "epochs": 2, "steps_per_epoch": 2}
+    straight: list[dict] = []
+
+    def keep(metrics: dict, directory: str | None) -> None:
+        straight.append(dict(metrics))
+        shutil.copytree(directory, tmp_path / f"epoch{metrics['epoch']}")
+
+    run_skill("lfm_dr", config, keep)
+    resumed: list[dict] = []
+    run_skill("lfm_dr", config, lambda m, _d: resumed.append(dict(m)),
+              resume_from=str(tmp_path / "epoch1"))
+    assert [m["epoch"] for m in resumed] == [2]
+    for key in ("train_loss", "b_change", "r_change", "V_change", "weight_auc", "a_mean"):
+        assert resumed[0][key] == straight[1][key], key
