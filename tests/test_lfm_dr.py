@@ -83,10 +83,13 @@ def test_normalized_sgd_moves_each_group_by_its_lr_and_leaves_zero_gradients_alo
 
 
 def test_learned_weights_plot(tmp_path) -> None:
-    result = {"a_mean": 0.5, "a_std": 0.1, "b_mean": 1.0, "b_std": 0.2, "r_mean": "x"}
+    result = {"a_mean": 0.5, "a_std": 0.1, "b_mean": 1.0, "b_std": 0.2, "r_mean": "x",
+              "weight_clean_mean": 1.2, "weight_noisy_mean": 0.7,
+              "a_weight_clean_mean": float("nan")}
     stats = learned_weight_stats(result)
-    assert stats == {"a": (0.5, 0.1), "b": (1.0, 0.2)}
-    history = {1: stats, 2: {"a": (0.6, 0.1), "b": (1.1, 0.3)}}
+    assert stats == {"a": {"mean": 0.5, "std": 0.1},
+                     "b": {"mean": 1.0, "std": 0.2, "clean": 1.2, "noisy": 0.7}}
+    history = {1: stats, 2: {"a": {"mean": 0.6, "std": 0.1}, "b": {"mean": 1.1, "std": 0.3}}}
     assert draw_learned_weights(history, tmp_path / "w.png").stat().st_size > 0
 
 

@@ -59,34 +59,53 @@ def draw_weight_histogram(
 
 
 LEARNED_WEIGHTS = ("a", "b", "r")  # LFM: mistake weights a, per-example b, coefficients r
+# where a skill reports the clean / mislabelled means of a learned weight (b is the skill's
+# reported weight, so its means carry no prefix)
+GROUP_MEANS = {"a": "a_weight_", "b": "weight_"}
 
 
-def learned_weight_stats(result: Mapping[str, Any]) -> dict[str, tuple[float, float]]:
-    """{name: (mean, std)} of the LEARNED_WEIGHTS an epoch's result reports (`a_mean`, `a_std`,
-    …); empty for skills without them."""
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def learned_weight_stats(result: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+    """{name: {"mean", "std"[, "clean", "noisy"]}} of the LEARNED_WEIGHTS an epoch's result
+    reports (`a_mean`, `a_std`, `a_weight_clean_mean`, …); empty for skills without them."""
     stats = {}
     for name in LEARNED_WEIGHTS:
-        mean, std = result.get(f"{name}_mean"), result.get(f"{name}_std")
-        if isinstance(mean, int | float) and isinstance(std, int | float):
-            stats[name] = (float(mean), float(std))
+        mean, std = _number(result.get(f"{name}_mean")), _number(result.get(f"{name}_std"))
+        if mean is None or std is None:
+            continue
+        stats[name] = {"mean": mean, "std": std}
+        prefix = GROUP_MEANS.get(name)
+        for group in ("clean", "noisy") if prefix else ():
+            value = _number(result.get(f"{prefix}{group}_mean"))
+            if value is not None and np.isfinite(value):
+                stats[name][group] = value
     return stats
 
 
 def draw_learned_weights(
-    history: Mapping[int, Mapping[str, tuple[float, float]]], path: str | Path
+    history: Mapping[int, Mapping[str, Mapping[str, float]]], path: str | Path
 ) -> Path:
-    """Mean ± std of each learned weight (a, b, r) over the epochs, one panel each."""
+    """Mean ± std of each learned weight (a, b, r) over the epochs, one panel each, with the
+    means over clean and over mislabelled examples where reported."""
     names = [n for n in LEARNED_WEIGHTS if any(n in stats for stats in history.values())]
     fig = Figure(figsize=(4 * max(len(names), 1), 3.2))
     FigureCanvasAgg(fig)
     for column, name in enumerate(names, 1):
         ax = fig.add_subplot(1, len(names), column)
         epochs = [e for e in sorted(history) if name in history[e]]
-        mean = np.array([history[e][name][0] for e in epochs])
-        std = np.array([history[e][name][1] for e in epochs])
+        mean = np.array([history[e][name]["mean"] for e in epochs])
+        std = np.array([history[e][name]["std"] for e in epochs])
         ax.plot(epochs, mean, color="tab:blue", label="mean")
-        ax.fill_between(epochs, mean - std, mean + std, color="tab:blue", alpha=0.25,
+        ax.fill_between(epochs, mean - std, mean + std, color="tab:blue", alpha=0.2,
                         label="± std")
+        for group, color in (("clean", "tab:green"), ("noisy", "tab:red")):
+            points = [(e, history[e][name][group]) for e in epochs if group in history[e][name]]
+            if points:
+                ax.plot(*zip(*points, strict=True), color=color, linestyle="--",
+                        label=f"{group} mean")
         ax.set_xlabel("epoch")
         ax.set_title(name)
         ax.legend(loc="best", fontsize="small")
