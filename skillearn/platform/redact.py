@@ -37,8 +37,9 @@ def redact(uri: str | None) -> str:
     except ValueError:
         return redact_text(text)
     if query:
-        pairs = urllib.parse.parse_qsl(query, keep_blank_values=True)
-        masked = "&".join(f"{k}={MASK if _SECRET_KEYS.search(k) else v}" for k, v in pairs)
+        pairs = [pair.partition("=") for pair in query.split("&")]  # values as written
+        masked = "&".join(f"{k}={MASK}" if eq and _SECRET_KEYS.search(urllib.parse.unquote(k))
+                          else f"{k}{eq}{v}" for k, eq, v in pairs)
         text = text.replace(f"?{query}", f"?{masked}", 1)
     return text
 
