@@ -146,7 +146,7 @@ def test_password_uris_leave_no_secret_in_storage_and_a_backlog_exits_non_zero(
             watcher.join(timeout=10)
             os.killpg(server.pid, signal.SIGCONT)
         captured = capsys.readouterr()
-        assert stopped.is_set(), "the server was never stopped"
+        assert stopped.is_set(), f"the server was never stopped: {captured.err[-2000:]}"
         assert code == 3, captured.err[-3000:]
         assert "skillearn sync" in captured.err and (sweep_dir / "mlflow_backlog.json").is_file()
         for text in (captured.out, captured.err):

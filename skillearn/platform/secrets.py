@@ -39,7 +39,7 @@ def split_userinfo(uri: str) -> tuple[str, str | None, str | None, str]:
         return "", None, None, uri
     rest = match["rest"]
     head, at, host = rest.rpartition("@")
-    if not at or not head or any(c in head for c in " \t\n"):
+    if not at or not head:
         return match["scheme"], None, None, rest
     user, colon, password = head.partition(":")
     return match["scheme"], user, (password if colon else None), host
