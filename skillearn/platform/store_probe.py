@@ -77,7 +77,7 @@ def probe_client(uri: str) -> None:
         elif status < 500:
             why = "refused a read-only request; is it an MLflow tracking store?"
         else:
-            why = "did not answer properly; is the server up?"
+            why = "did not answer a read-only request; is it up (and not overloaded)?"
         raise StoreError(f"MLflow at {shown} {why} ({_short(err)})") from None
     except Exception as err:  # no answer, DNS, TLS, a database driver missing, ...
         raise StoreError(f"cannot use the MLflow tracking store {shown} ({_short(err)})") from None
