@@ -7,6 +7,8 @@ Python loop, no DataLoader workers. Search, reweighting and retraining share the
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -52,3 +54,20 @@ def cutout(x: torch.Tensor, generator: torch.Generator, length: int) -> torch.Te
     in_cols = (cols >= (cx[:, None] - half)) & (cols < (cx[:, None] - half + length))
     hole = in_rows[:, :, None] & in_cols[:, None, :]  # (N, H, W)
     return x * (~hole)[:, None].to(x.dtype)
+
+
+Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+AUGMENT_MIN_PX = 32  # `augment=auto` turns crop+flip on from CIFAR's size up
+
+
+def training_augmentation(setting: str, input_shape: tuple[int, ...]) -> Augment | None:
+    """The `augment` knob: crop (pad 4 at 32 px, px/8 otherwise) + flip, or None.
+
+    `auto` is on for inputs of at least 32 px, where DARTS, MW-Net and LFM all train with it;
+    the 8 px digits stay unaugmented (a mirrored digit is a different digit).
+    """
+    px = int(input_shape[-1])
+    if setting == "off" or (setting == "auto" and px < AUGMENT_MIN_PX):
+        return None
+    pad = max(1, px // 8)
+    return lambda x, generator: crop_flip(x, generator, pad)
