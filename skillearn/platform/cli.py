@@ -42,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--download", action="store_true", default=None,
                       help="let torchvision download CIFAR into --data-root")
     data.add_argument("--noise-rate", type=float, help="label-noise rate of the training split")
-    data.add_argument("--noise-type", choices=("uniform", "flip"), help="label-noise model")
+    data.add_argument("--noise-type", choices=("uniform", "flip", "flip2", "pair"),
+                      help="label-noise model")
     data.add_argument("--imbalance", type=float, help="long-tail imbalance factor (>= 1)")
     run = sweep.add_argument_group("trials")
     run.add_argument("--samples", type=int, default=8, help="number of trials (default 8)")
@@ -118,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("skills", nargs="*", help="skills to compare (default: all logged)")
     comp.add_argument("--dataset", help="only trials on this dataset")
     comp.add_argument("--noise-rate", type=float, help="only trials with this noise rate")
-    comp.add_argument("--noise-type", choices=("uniform", "flip"))
+    comp.add_argument("--noise-type", choices=("uniform", "flip", "flip2", "pair"))
     comp.add_argument("--imbalance", type=float, help="only trials with this imbalance factor")
     comp.add_argument("--plot", default="compare.png", help="bar chart path (default "
                       "compare.png)")

@@ -18,8 +18,8 @@ from typing import Any
 from skillearn.platform.redact import redact
 from skillearn.platform.validate import UsageError
 
-DATA_KEYS = ("dataset", "data_root", "noise_rate", "noise_type", "imbalance", "seed", "space",
-             "retrain_channels", "retrain_cells", "retrain_recipe")
+DATA_KEYS = ("dataset", "data_root", "val_fraction", "noise_rate", "noise_type", "imbalance",
+             "seed", "space", "retrain_channels", "retrain_cells", "retrain_recipe")
 PLAN_KEYS = ("recipe", "epochs", "channels", "cells")  # what the recipe resolved to
 
 

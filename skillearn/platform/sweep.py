@@ -128,7 +128,8 @@ def build_tuner(spec: SweepSpec, concurrency: int) -> Any:
             study_name=spec.name if storage is not None else None,
         )
     scheduler = None
-    if spec.asha and not spec.seeds:
+    early_stopping = spec.asha and not spec.seeds and skill.early_stopping
+    if early_stopping:
         max_t = int(spec.config["epochs"])
         scheduler = ASHAScheduler(
             time_attr="training_iteration", max_t=max_t, grace_period=1 if max_t < 4 else 2,
@@ -141,7 +142,7 @@ def build_tuner(spec: SweepSpec, concurrency: int) -> Any:
         params={
             **{k: v for k, v in fixed.items() if k != SKILL_KEY},
             "samples": spec.samples, "concurrency": concurrency,
-            "asha": spec.asha and not spec.seeds, "seeds": list(spec.seeds or []),
+            "asha": early_stopping, "seeds": list(spec.seeds or []),
             "cpus_per_trial": spec.cpus_per_trial, "gpus_per_trial": spec.gpus_per_trial,
             "searched": ",".join(sorted(set(skill.tuned_knobs()) - set(fixed))) or "-",
             "optuna_storage": redact(spec.optuna_storage) or "memory",

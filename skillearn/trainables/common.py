@@ -16,9 +16,16 @@ COMMON_KNOBS: dict[str, Knob] = {
     "data_root": Knob("", "folder holding the dataset files (CIFAR, ImageFolder)"),
     "download": Knob(False, "let torchvision download CIFAR into data_root"),
     "noise_rate": Knob(0.0, "label-noise rate on the training split", low=0.0, high=0.95),
-    "noise_type": Knob("uniform", "label-noise model", choices=("uniform", "flip")),
+    "noise_type": Knob("uniform", "label-noise model: uniform (any class), flip (one seeded "
+                       "target per class), flip2 (two seeded targets, rate/2 each; seed 000), "
+                       "pair (c -> c+1)", choices=("uniform", "flip", "flip2", "pair")),
     "imbalance": Knob(1.0, "long-tail imbalance factor of the training split",
                       low=1.0, high=1000.0),
+    "val_fraction": Knob(0.5, "clean validation share of the non-test data (the upper level's "
+                         "split in NAS; reweighting skills default to 0.1)", low=0.01, high=0.99),
+    "augment": Knob("auto", "crop+flip training augmentation of the batches the engine steps "
+                    "on (train, val, meta; never evaluation): auto = on for inputs >= 32 px",
+                    choices=("auto", "on", "off")),
     "seed": Knob(0, "seed for data splits, initialisation and batches", low=0, high=2**31 - 1),
     # budget
     "epochs": Knob(4, "search epochs", low=1, high=10000),
@@ -61,4 +68,14 @@ COMMON_KNOBS: dict[str, Knob] = {
     "retrain_recipe": Knob("auto", "retraining recipe: darts (DARTS' evaluation recipe), fast "
                            "(short, for small inputs), auto = darts for inputs >= 32 px",
                            choices=("auto", "darts", "fast")),
+}
+
+# Defaults that differ by the kind of skill. Reweighting papers (MW-Net, LFM-DR) train on almost
+# all of the data and keep a small clean split for validation; NAS splits the data in half.
+KIND_KNOBS: dict[str, dict[str, Knob]] = {
+    "reweighting": {
+        "val_fraction": Knob(0.1, "clean validation share of the non-test data; the meta set "
+                             "comes out of the rest, the remainder is trained on",
+                             low=0.01, high=0.99),
+    },
 }

@@ -6,7 +6,7 @@ import importlib
 from collections.abc import Mapping
 from typing import Any
 
-from skillearn.trainables.common import COMMON_KNOBS
+from skillearn.trainables.common import COMMON_KNOBS, KIND_KNOBS
 from skillearn.trainables.skill import ConfigError, Knob, Skill
 
 _SKILL_MODULES: dict[str, str] = {
@@ -37,8 +37,8 @@ def get_skill(name: str) -> Skill:
 
 
 def all_knobs(skill: Skill) -> dict[str, Knob]:
-    """Common knobs overlaid with the skill's own (a skill may change a common default)."""
-    return {**COMMON_KNOBS, **skill.knobs}
+    """Common knobs, then its kind's defaults, then the skill's own (each may override)."""
+    return {**COMMON_KNOBS, **KIND_KNOBS.get(skill.kind, {}), **skill.knobs}
 
 
 def resolve_config(skill: Skill, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:

@@ -80,6 +80,9 @@ class Skill:
     methods: tuple[str, ...] = ("first_order", "finite_difference", "exact")
     metric: str = "val_acc"
     mode: str = "max"
+    # False: a sweep never stops this skill's trials early (ASHA off), so the searcher is told
+    # full-budget results — for skills whose schedule changes the ranking late (mwnet_nas).
+    early_stopping: bool = True
 
     def tuned_knobs(self) -> dict[str, Knob]:
         """The knobs a sweep searches over unless told otherwise."""
