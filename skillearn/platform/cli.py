@@ -402,7 +402,8 @@ def _is_user_error(err: BaseException) -> bool:
     every SkillearnError, I/O and decoding errors, and MLflow refusing a request."""
     if isinstance(err, SkillearnError | OSError | UnicodeError | ValueError):
         return True
-    return any(cls.__module__.startswith("mlflow.") and cls.__name__ == "MlflowException"
+    return any((cls.__module__.startswith("mlflow.") and cls.__name__ == "MlflowException")
+               or (cls.__module__ == "sqlalchemy.exc" and cls.__name__ == "DBAPIError")
                for cls in type(err).__mro__)
 
 
@@ -412,6 +413,8 @@ def one_line(err: BaseException, limit: int = 500) -> str:
     from skillearn.platform.redact import redact_text
 
     text = str(err)
+    if not isinstance(err, SkillearnError):  # library messages: their first line says it
+        text = next((line for line in text.splitlines() if line.strip()), "")
     if isinstance(err, OSError) and err.strerror:
         text = f"{err.strerror}: {err.filename}" if err.filename else err.strerror
     if not isinstance(err, SkillearnError):

@@ -226,6 +226,20 @@ def check_sweep_record(path: str, skill: str) -> None:
         )
 
 
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _check_sqlite_file(db: Path) -> None:
+    """An existing file must be an SQLite database (an empty one is fine: SQLite adopts it)."""
+    if db.is_dir():
+        raise UsageError(f"the MLflow database {db} is a directory; name a file")
+    if db.is_file() and db.stat().st_size:
+        with db.open("rb") as file:
+            if file.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
+                raise UsageError(f"{db} is not an SQLite database; point --tracking-uri at an "
+                                 "MLflow database or a new file")
+
+
 def _sqlite_path(uri: str) -> Path:
     """The database file of a sqlite:/// URI (relative paths taken from the current directory)."""
     rest = uri[len("sqlite:///") :] if uri.startswith("sqlite:///") else ""
@@ -250,6 +264,7 @@ def check_tracking_uri(uri: str) -> str:
         _check_creatable(db, "MLflow", "a --tracking-uri sqlite:///<writable dir>/mlflow.db")
         if db.exists() and not os.access(db, os.W_OK):
             raise UsageError(f"the MLflow database {db} is read-only; make it writable")
+        _check_sqlite_file(db)
         return f"sqlite:///{db}"
     if scheme in ("http", "https"):
         health = uri.rstrip("/") + "/health"

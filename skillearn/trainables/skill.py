@@ -106,6 +106,8 @@ MAX_TEXT_LEN = 1024
 
 def _shown(value: Any) -> str:
     """A value in an error message: its repr, cut short, and its type when that is the point."""
+    if isinstance(value, list | tuple | dict | set):  # nested YAML aliases: never repr in full
+        return f"a {type(value).__name__} of {len(value)} item(s)"
     text = repr(value)
     text = text if len(text) <= 60 else text[:57] + "..."
     return f"{text} ({type(value).__name__})"
