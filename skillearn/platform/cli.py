@@ -195,6 +195,8 @@ def read_spec(path: str) -> dict[str, Any]:
                          f"{err.start})") from None
     except yaml.YAMLError as err:
         raise UsageError(f"--config {path} is not valid YAML: {err}") from None
+    except RecursionError:
+        raise UsageError(f"--config {path} is nested too deeply for a spec") from None
     if not isinstance(spec, dict) or not all(isinstance(k, str) for k in spec):
         raise UsageError(f"--config {path} must be a mapping of knob names to values")
     return spec

@@ -165,11 +165,15 @@ def _check_text(flag: str, value: str, limit: int) -> None:
         raise UsageError(f"{flag} is {len(value)} characters long; keep it to {limit}")
     if any(ord(c) < 32 or c == "\x7f" for c in value):
         raise UsageError(f"{flag} {value[:60]!r} contains control characters; remove them")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError(f"{flag} {value[:60]!r} is not valid UTF-8; use UTF-8 text") from None
 
 
 def _check_name(name: str) -> None:
     if not name.strip() or "/" in name or "\\" in name or name in (".", ".."):
-        raise UsageError(f"--name {name[:60]!r} must be a non-empty name without '/'")
+        raise UsageError(f"--name {name[:60]!r} must be a non-empty name without '/' or '\\'")
     _check_text("--name", name, MAX_NAME_LEN)
     if len(name.encode()) > MAX_NAME_LEN * 2:
         raise UsageError(f"--name is {len(name.encode())} bytes long in UTF-8; shorten it")
@@ -490,6 +494,7 @@ def validate_sweep(
     if local is None:
         _check_remote_storage(store)
     else:
+        _check_text("--storage", str(local), 4096)
         _check_creatable(local / "x", "sweep", "a writable --storage", what_kind="folder")
     if name is not None:
         _check_name(name)

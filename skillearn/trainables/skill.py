@@ -61,7 +61,8 @@ class Knob:
         """
         value = self._typed(name, value)
         if self.choices is not None and value not in self.choices:
-            raise ConfigError(f"{name}={value!r} is not one of {list(self.choices)}")
+            raise ConfigError(f"{name}={_shown(value, typed=False)} is not one of "
+                              f"{list(self.choices)}")
         if isinstance(value, int | float) and not isinstance(value, bool):
             if self.low is not None and value < self.low:
                 raise ConfigError(f"{name}={value} is below its minimum {self.low}")
@@ -88,12 +89,20 @@ class Knob:
                 raise ConfigError(f"{name} is {len(value)} characters long; at most "
                                   f"{MAX_TEXT_LEN} are allowed")
             if any(ord(c) < 32 or c == "\x7f" for c in value):
-                raise ConfigError(f"{name} must not contain control characters, got {value!r}")
+                raise ConfigError(f"{name} must not contain control characters, got "
+                                  f"{_shown(value, typed=False)}")
+            if not _is_utf8(value):
+                raise ConfigError(f"{name} is not valid UTF-8 text, got "
+                                  f"{_shown(value, typed=False)}")
             return value
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise ConfigError(f"{name} must be a number, got {_shown(value)}")
-        if not math.isfinite(float(value)):
-            raise ConfigError(f"{name} must be finite, got {value!r}")
+        try:
+            finite = math.isfinite(float(value))
+        except OverflowError:  # an int beyond any float
+            finite = False
+        if not finite:
+            raise ConfigError(f"{name} must be finite and in range, got {_shown(value)}")
         if isinstance(default, int):
             if not isinstance(value, numbers.Integral):
                 raise ConfigError(f"{name} must be an integer, got {value!r}")
@@ -104,13 +113,25 @@ class Knob:
 MAX_TEXT_LEN = 1024
 
 
-def _shown(value: Any) -> str:
+def _is_utf8(text: str) -> bool:
+    """False for strings holding undecodable bytes (Python keeps non-UTF-8 command-line bytes
+    as lone surrogates), which no log, JSON file or MLflow store can take."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _shown(value: Any, typed: bool = True) -> str:
     """A value in an error message: its repr, cut short, and its type when that is the point."""
     if isinstance(value, list | tuple | dict | set):  # nested YAML aliases: never repr in full
         return f"a {type(value).__name__} of {len(value)} item(s)"
+    if isinstance(value, int) and value.bit_length() > 64:  # repr of a huge int can fail
+        return f"an integer of {value.bit_length()} bits"
     text = repr(value)
     text = text if len(text) <= 60 else text[:57] + "..."
-    return f"{text} ({type(value).__name__})"
+    return f"{text} ({type(value).__name__})" if typed else text
 
 
 @dataclass(frozen=True)
