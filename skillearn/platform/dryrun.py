@@ -12,6 +12,7 @@ It also creates the sweep's storage folder, so an unwritable or impossible path 
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -91,7 +92,7 @@ def _set_up_trial(
 ) -> None:
     """What `run_skill` does before its first step, short of training. `here`: the trials run
     on this machine (local Ray), so its devices are theirs."""
-    from skillearn.data import check_data_spec, load_data
+    from skillearn.data import check_data_spec
     from skillearn.trainables.retrain import plan_retrain
     from skillearn.trainables.runner import data_spec
     from skillearn.trainables.setup import Setup, pick_device, resolve_space
@@ -103,7 +104,7 @@ def _set_up_trial(
     if spec.name not in LOADED_IN_DRY_RUN:
         return
     if spec not in seen_data:
-        seen_data[spec] = load_data(spec)
+        seen_data[spec] = _load_small(spec)
     data = seen_data[spec]
     space, _ = resolve_space(cfg, data)
     if cfg["retrain_epochs"]:
@@ -115,6 +116,14 @@ def _set_up_trial(
     except (ValueError, TypeError, RuntimeError) as err:
         message = " ".join(str(err).split())[:300]
         raise UsageError(f"setting up the trial fails: {type(err).__name__}: {message}") from None
+
+
+@functools.lru_cache(maxsize=4)
+def _load_small(spec: Any) -> Any:
+    """An embedded dataset, loaded once per process (specs are frozen, so they are keys)."""
+    from skillearn.data import load_data
+
+    return load_data(spec)
 
 
 def make_storage(spec: SweepSpec) -> None:

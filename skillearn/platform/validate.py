@@ -429,7 +429,7 @@ def validate_sweep(
         raise UsageError(f"{err} (see `skillearn skills`)") from None
     overrides = dict(overrides)
     for path_knob in ("data_root", "encoder_weights"):  # trials run in another directory
-        if overrides.get(path_knob):
+        if overrides.get(path_knob) and isinstance(overrides[path_knob], str):  # else refused
             overrides[path_knob] = str(Path(overrides[path_knob]).expanduser().resolve())
     try:
         config = resolve_config(skill, overrides)
