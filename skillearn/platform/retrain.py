@@ -64,7 +64,7 @@ def retrain_settings(params: Mapping[str, Any], overrides: Mapping[str, Any]) ->
     settings.update({k: v for k, v in overrides.items() if v is not None})
     for key, value in settings.items():
         try:
-            COMMON_KNOBS[key].check(key, value)
+            settings[key] = COMMON_KNOBS[key].coerce(key, value)
         except ConfigError as err:
             raise UsageError(str(err)) from None
     return settings

@@ -42,27 +42,17 @@ def all_knobs(skill: Skill) -> dict[str, Knob]:
 
 
 def resolve_config(skill: Skill, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Defaults plus overrides, each value checked; unknown keys are an error, not ignored.
-
-    Keys starting with an underscore are platform plumbing and pass through unchecked.
-    """
+    """Defaults plus overrides, each value checked and given its knob's type; unknown keys
+    (underscore-prefixed ones included) are an error, not ignored."""
     knobs = all_knobs(skill)
     config: dict[str, Any] = {name: knob.default for name, knob in knobs.items()}
     for key, value in (overrides or {}).items():
-        if key.startswith("_"):
-            config[key] = value
-            continue
         if key not in knobs:
             raise ConfigError(
-                f"unknown setting {key!r} for skill {skill.name!r}; "
+                f"unknown setting {str(key)[:80]!r} for skill {skill.name!r}; "
                 f"known: {', '.join(sorted(knobs))}"
             )
-        knob = knobs[key]
-        is_int = isinstance(value, int) and not isinstance(value, bool)
-        if isinstance(knob.default, float) and is_int:
-            value = float(value)
-        knob.check(key, value)
-        config[key] = value
+        config[key] = knobs[key].coerce(key, value)
     if config["method"] not in skill.methods:
         raise ConfigError(
             f"skill {skill.name!r} does not support method {config['method']!r}; "
