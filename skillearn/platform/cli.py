@@ -1,8 +1,10 @@
 """The `skillearn` command: sweep, report, ui, retrain, skills, datasets.
 
 Every user-fixable mistake ends as one line `skillearn: error: ...` on stderr and exit code 2,
-before Ray or any trial starts. Heavy imports (Ray, MLflow, torch) happen only in the
-subcommand that needs them, so `skillearn skills` or a typo answers instantly.
+before Ray or any trial starts. `sweep` exits 1 when every trial failed and 3 when MLflow writes
+were left unsent (in the sweep's backlog, for `skillearn sync`): never 0 with nothing recorded.
+Heavy imports (Ray, MLflow, torch) happen only in the subcommand that needs them, so
+`skillearn skills` or a typo answers instantly.
 """
 
 from __future__ import annotations
@@ -167,8 +169,15 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
     dry_run(spec)  # every trial's set-up, once, before Ray starts
     from skillearn.platform.sweep import run_sweep
+    from skillearn.platform.tracking import unsent_writes
 
-    return 0 if run_sweep(spec) is not None else 1
+    best = run_sweep(spec)
+    if unsent_writes(spec.path, spec.name):  # the tracker said how to send them
+        return EXIT_UNSENT
+    return 0 if best is not None else 1
+
+
+EXIT_UNSENT = 3  # the sweep ran, but MLflow writes wait in its backlog (`skillearn sync`)
 
 
 def _cmd_sync(args: argparse.Namespace) -> int:

@@ -93,6 +93,7 @@ def build_tuner(spec: SweepSpec, concurrency: int) -> Any:
 
     from skillearn.platform.progress import ProgressPrinter
     from skillearn.platform.retry import RetryPolicy
+    from skillearn.platform.study_storage import study_storage
     from skillearn.platform.tracking import MlflowTracker
     from skillearn.search_spaces.hpo import define_by_run
 
@@ -169,19 +170,6 @@ def build_tuner(spec: SweepSpec, concurrency: int) -> Any:
             verbose=0,  # ProgressPrinter gives one line per event instead
         ),
     )
-
-
-def study_storage(url: str | None) -> Any:
-    """Optuna's RDBStorage for `url` (its folder created for SQLite); None keeps it in memory."""
-    if not url:
-        return None
-    import optuna
-
-    if url.startswith("sqlite:///"):
-        from pathlib import Path
-
-        Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
-    return optuna.storages.RDBStorage(url)
 
 
 def summarize_best(results: Any, metric: str, mode: str, searched: list[str]) -> dict[str, Any]:
