@@ -8,9 +8,11 @@ reporting — so a new skill is a short module.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from skillearn.mlo.methods import METHODS
 
 KnobValue = float | int | str | bool
 
@@ -77,7 +79,7 @@ class Skill:
     knobs: Mapping[str, Knob]
     build: Callable[..., Any]
     kind: str = "nas"
-    methods: tuple[str, ...] = ("first_order", "finite_difference", "exact")
+    methods: Sequence[str] = METHODS  # hypergradient methods it takes (mlo.methods' names)
     metric: str = "val_acc"
     mode: str = "max"
     # False: a sweep never stops this skill's trials early (ASHA off), so the searcher is told
