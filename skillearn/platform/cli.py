@@ -55,8 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seeds", type=int, nargs="+", metavar="S",
                      help="no search: one trial per seed with the given settings (tuned knobs "
                      "at their defaults unless --set), for comparisons over seeds")
-    run.add_argument("--method", help="hypergradient method (first_order, finite_difference, "
-                     "exact)")
+    from skillearn.mlo.methods import METHODS  # the engine's registry (no torch import)
+
+    run.add_argument("--method", help=f"hypergradient method ({', '.join(METHODS)})")
     run.add_argument("--retrain-epochs", type=int, help="retrain each derived architecture for N "
                      "epochs inside its trial (0: skip)")
     run.add_argument("--config", metavar="SPEC.yaml",

@@ -6,9 +6,10 @@ list, and so a skill module only declares what is its own.
 
 from __future__ import annotations
 
+from skillearn.mlo.methods import METHODS
 from skillearn.trainables.skill import Knob
 
-HYPERGRADIENT_METHODS = ("first_order", "finite_difference", "exact")
+HYPERGRADIENT_METHODS = METHODS  # the engine's registry, read when checked
 
 COMMON_KNOBS: dict[str, Knob] = {
     # data

@@ -29,7 +29,7 @@ import json
 import torch
 import torch.nn.functional as F
 
-from skillearn.mlo import Level
+from skillearn.mlo import SECOND_ORDER_METHODS, Level
 from skillearn.reweighting.metrics import reweighting_metrics, weight_report
 from skillearn.reweighting.mwnet import binned_weight_curve
 from skillearn.trainables.classifiers import (
@@ -153,5 +153,5 @@ SKILL = Skill(
     },
     build=build,
     kind="reweighting",
-    methods=("finite_difference", "exact"),
+    methods=SECOND_ORDER_METHODS,
 )

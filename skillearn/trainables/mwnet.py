@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from skillearn.mlo import Level, LossFn
+from skillearn.mlo import SECOND_ORDER_METHODS, Level, LossFn
 from skillearn.reweighting.metrics import reweighting_metrics
 from skillearn.reweighting.mwnet import MetaWeightNet, input_width, weight_curve, weight_inputs
 from skillearn.trainables.classifiers import (
@@ -172,7 +172,7 @@ MWNET_KNOBS: dict[str, Knob] = {
         "class-imbalance code and first release), so only relative weights matter; none: by the "
         "batch size (the current MW-Net.py)", choices=("sum", "none")),
     "method": Knob("exact", "hypergradient of theta: exact (MW-Net's double backward) or "
-                   "finite_difference", choices=("finite_difference", "exact")),
+                   "finite_difference", choices=SECOND_ORDER_METHODS),
     "mwnet_variant": Knob(
         "noise", "which MW-Net code to follow: noise (theta Adam meta_lr, MW-Net's input "
         "detached) or imbalance (theta SGD meta_sgd_lr with Nesterov momentum 0.9 and w_wd, "
@@ -189,5 +189,5 @@ SKILL = Skill(
            "mwnet_hidden": Knob(100, "hidden units of MW-Net (MW-Net: 100)", low=1, high=1000)},
     build=build,
     kind="reweighting",
-    methods=("finite_difference", "exact"),
+    methods=SECOND_ORDER_METHODS,
 )

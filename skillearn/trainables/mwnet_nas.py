@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from skillearn.mlo import SECOND_ORDER_METHODS
 from skillearn.reweighting.mwnet import MWNET_INPUTS
 from skillearn.trainables.classifiers import FEATURE_LAYERS
 from skillearn.trainables.mwnet import MWNET_KNOBS, build_mwnet
@@ -63,6 +64,6 @@ SKILL = Skill(
            **SEARCHED_KNOBS},
     build=build,
     kind="reweighting",
-    methods=("finite_difference", "exact"),
+    methods=SECOND_ORDER_METHODS,
     early_stopping=False,
 )
