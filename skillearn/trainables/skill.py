@@ -80,6 +80,8 @@ class Skill:
     methods: tuple[str, ...] = ("first_order", "finite_difference", "exact")
     metric: str = "val_acc"
     mode: str = "max"
+    # level names, lowest first: lets `order` name them and be checked before a trial starts
+    levels: tuple[str, ...] = ()
 
     def tuned_knobs(self) -> dict[str, Knob]:
         """The knobs a sweep searches over unless told otherwise."""
