@@ -211,3 +211,17 @@ def test_learned_weights_plot_is_drawn_from_epoch_metrics(tmp_path: Path) -> Non
     assert set(history[1]) == {"r_mean", "r_std", "a_mean", "a_std", "a_weight_clean_mean",
                                "a_weight_noisy_mean"}
     assert draw_weight_trends(history, tmp_path / "w.png").stat().st_size > 0
+
+
+def test_tracker_stages_learned_weights_png_with_every_epoch_so_far(tmp_path: Path) -> None:
+    from skillearn.platform.tracking import MlflowTracker
+
+    tracker = MlflowTracker("sqlite:///unused.db", "exp", "sweep", str(tmp_path / "sweep"))
+    for epoch in (1, 2):  # what on_trial_result hands it (no store is contacted here)
+        tracker._stage_weight_trends("t1", epoch, {"epoch": epoch, "r_mean": 1.0,
+                                                   "r_std": 0.01 * epoch, "val_acc": 0.5})
+    tracker._stage_weight_trends("t2", 1, {"epoch": 1, "val_acc": 0.5})  # nothing learned
+    ops = tracker._pending["t1"]
+    assert len(ops) == 2 and "t2" not in tracker._pending
+    assert (Path(ops[-1]["dir"]) / "learned_weights.png").stat().st_size > 0
+    assert sorted(tracker._trends["t1"]) == [1, 2]
