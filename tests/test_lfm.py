@@ -99,8 +99,9 @@ def test_r_entries_absent_from_the_validation_batches_do_not_change() -> None:
 
 
 def test_default_settings_move_r_v_and_the_a_weights_within_one_digits_epoch() -> None:
-    """Thresholds are ~1/3 of what this measured (r 0.96 %, V 88 %, a_std 0.005 at 2 cores).
-    Before the fix r decayed uniformly (r_std ~0) towards 0 and the a's towards 0.5."""
+    """Thresholds are ~1/3 of what this measured on 2 cores (r 0.96 %, V 55 %, a_std 0.033 ->
+    0.12, a_mean 0.61 -> 0.71). Before the fix r decayed uniformly towards 0 (r_std ~0) and,
+    with the small encoder's tiny features, x was uniform and every a_i within ±0.01."""
     built, data, cfg = build_lfm({"dataset": "digits", **TINY_NET, "epochs": 1})
     r0, v0 = upper(built)["r"].detach().clone(), encoder_vector(built)
     before = built.epoch_metrics()
@@ -112,9 +113,18 @@ def test_default_settings_move_r_v_and_the_a_weights_within_one_digits_epoch() -
     r = upper(built)["r"].detach()
     assert float((r - r0).norm() / r0.norm()) > 0.003
     assert float((r - r0).std()) > 0.003  # per-example, not one uniform shift
-    assert float((encoder_vector(built) - v0).norm() / v0.norm()) > 0.3
-    assert after["a_std"] > 1e-3 and after["a_mean"] != before["a_mean"]
-    assert after["r_std"] > 0.003
+    assert float((encoder_vector(built) - v0).norm() / v0.norm()) > 0.15
+    assert abs(after["a_mean"] - before["a_mean"]) / before["a_mean"] > 0.05
+    assert after["a_std"] > 0.05 and after["r_std"] > 0.003
+
+
+def test_mislabelled_examples_get_smaller_mistake_weights() -> None:
+    """The paper's premise: a mislabelled example looks like validation examples of another
+    class, so z zeroes its similarity mass and a_i stays near 0.5 (digits, 40 % noise)."""
+    built, _, _ = build_lfm({"dataset": "digits", **TINY_NET, "noise_rate": 0.4})
+    metrics = built.epoch_metrics()
+    assert metrics["a_weight_auc"] > 0.75  # measured 0.92
+    assert metrics["a_weight_clean_mean"] > metrics["a_weight_noisy_mean"]
 
 
 def test_epoch_metrics_include_r_a_and_the_clean_vs_noisy_auc() -> None:

@@ -41,9 +41,10 @@ class SmallEncoder(nn.Module):
             nn.AdaptiveAvgPool2d(2), nn.Flatten(),
         )
         self.project = nn.Linear(32 * 4, dim)
+        self.norm = nn.LayerNorm(dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.project(self.features(x))
+        return self.norm(self.project(self.features(x)))
 
 
 def resnet_encoder(in_channels: int, depth: int) -> nn.Module:
