@@ -24,7 +24,9 @@ Deviations from the paper / code that remain (recorded in every run's params):
   1e-2 to 2.5e-4, wd 1e-4); the paper says "follow the original implementation" of DARTS.
 - r starts at 1 (the code adds 1e-3 noise; `per_position` does too).
 - the encoder V is a small CNN on <= 16 px inputs and a randomly initialised ResNet-18 above,
-  unless `encoder_weights` gives ImageNet weights (the paper's V is ImageNet-pretrained).
+  unless `encoder_weights` gives ImageNet weights (the paper's V is ImageNet-pretrained). The
+  small CNN ends in a LayerNorm: its raw features had norm ~0.05, so the softmax x was uniform
+  (1/n) and a_i carried no visual similarity; pretrained ResNet features are large, as here.
 Ablations of the paper: `ablate=x|u|z` leaves one factor out of a_i (Fig. 4; a missing x is the
 uniform 1/n, a missing u or z is 1); `similarity=cosine|neg_l2` replaces the dot product (Fig. 5).
 `first_order` is not offered: V and r reach the validation loss only through W2's unrolled
