@@ -150,6 +150,8 @@ class Skill:
     # False: a sweep never stops this skill's trials early (ASHA off), so the searcher is told
     # full-budget results — for skills whose schedule changes the ranking late (mwnet_nas).
     early_stopping: bool = True
+    # level names, lowest first: lets `order` name them and be checked before a trial starts
+    levels: tuple[str, ...] = ()
 
     def tuned_knobs(self) -> dict[str, Knob]:
         """The knobs a sweep searches over unless told otherwise."""
