@@ -7,7 +7,8 @@ trials never import MLflow, and there are no concurrent writers to a SQLite stor
   metric `best_<metric>` per finished trial),
 - one child run per trial (tag `mlflow.parentRunId`, params = the trial's config, numeric metrics
   per epoch at `step=epoch`, artifacts `genotype.json`, `cell_normal.png`, `cell_reduce.png`
-  (latest epoch), `alphas/epoch_XXXX.json`, and at the end `alpha_evolution*.png`).
+  (latest epoch), `alphas/epoch_XXXX.json`, and at the end `alpha_evolution*.png`; LFM skills:
+  `learned_weights.png`, their learned weights a/b/r over the epochs).
 
 Runs are found again by tags (`skillearn.sweep_key`, a hash of the sweep's storage path, and
 `trial_id`), so a resumed sweep continues its runs instead of duplicating them. Filter strings
