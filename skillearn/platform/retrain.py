@@ -19,8 +19,8 @@ from skillearn.platform.redact import redact
 from skillearn.platform.secrets import expand_secrets
 from skillearn.platform.validate import UsageError
 
-DATA_KEYS = ("dataset", "data_root", "noise_rate", "noise_type", "imbalance", "seed", "space",
-             "retrain_channels", "retrain_cells", "retrain_recipe")
+DATA_KEYS = ("dataset", "data_root", "val_fraction", "noise_rate", "noise_type", "imbalance",
+             "seed", "space", "retrain_channels", "retrain_cells", "retrain_recipe")
 PLAN_KEYS = ("recipe", "epochs", "channels", "cells")  # what the recipe resolved to
 
 
@@ -65,7 +65,7 @@ def retrain_settings(params: Mapping[str, Any], overrides: Mapping[str, Any]) ->
     settings.update({k: v for k, v in overrides.items() if v is not None})
     for key, value in settings.items():
         try:
-            COMMON_KNOBS[key].check(key, value)
+            settings[key] = COMMON_KNOBS[key].coerce(key, value)
         except ConfigError as err:
             raise UsageError(str(err)) from None
     return settings

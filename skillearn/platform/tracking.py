@@ -7,13 +7,15 @@ trials never import MLflow, and there are no concurrent writers to a SQLite stor
   metric `best_<metric>` per finished trial),
 - one child run per trial (tag `mlflow.parentRunId`, params = the trial's config, numeric metrics
   per epoch at `step=epoch`, artifacts `genotype.json`, `cell_normal.png`, `cell_reduce.png`
-  (latest epoch), `alphas/epoch_XXXX.json`, and at the end `alpha_evolution*.png`).
+  (latest epoch), `alphas/epoch_XXXX.json`, and at the end `alpha_evolution*.png`; LFM skills:
+  `learned_weights.png`, their learned weights a/b/r over the epochs).
 
 Runs are found again by tags (`skillearn.sweep_key`, a hash of the sweep's storage path, and
 `trial_id`), so a resumed sweep continues its runs instead of duplicating them. Filter strings
 never hold user text: a quote in a name or path cannot break them. Each child run is also
 tagged with where its trial ran (`node_id`, `node_ip`), and reweighting skills get
-`weight_function.png` / `weight_histogram.png`.
+`weight_function.png` / `weight_histogram.png`;
+skills that learn example weights (LFM's r and a) get `learned_weights.png` over the epochs.
 
 Drawing failures are logged as warnings and never stop a sweep. An unreachable tracking store
 does not stop it either: writes are queued per run and sent in order, with backoff, once it
@@ -223,6 +225,7 @@ class MlflowTracker(Callback):
         self.child_runs: dict[str, str] = {}  # trial_id -> run_id
         self._alphas: dict[str, dict[int, dict[str, Any]]] = {}  # trial_id -> epoch -> alphas
         self._curves: dict[str, dict[int, list]] = {}  # trial_id -> epoch -> weight curve
+        self._trends: dict[str, dict[int, dict[str, float]]] = {}  # trial_id -> epoch -> r/a/b
         self._genotype: dict[str, str] = {}
         self._ops: dict[str, list[str]] = {}
         self._where: dict[str, tuple[str, str]] = {}  # trial_id -> (node_id, node_ip) tagged
@@ -602,6 +605,19 @@ class MlflowTracker(Callback):
             draw_weight_histogram(weights, noisy, Path(folder, "weight_histogram.png"))
         self._queue(trial_id, {"op": "artifacts", "dir": str(folder)})
 
+    def _stage_weight_trends(self, trial_id: str, epoch: int, result: Mapping[str, Any]) -> None:
+        """`learned_weights.png`: mean ± std of r / a / b over the epochs this driver has seen."""
+        from skillearn.reweighting.trends import draw_weight_trends, has_trends, trend_values
+
+        values = trend_values(result)
+        if not has_trends(values):
+            return
+        history = self._trends.setdefault(trial_id, {})
+        history[epoch] = values
+        folder = self._stage()
+        draw_weight_trends(history, Path(folder, "learned_weights.png"))
+        self._queue(trial_id, {"op": "artifacts", "dir": str(folder)})
+
     def _safely(self, what: str, fn: Any, *args: Any) -> None:
         """Drawing problems are warnings: they never stop a sweep."""
         try:
@@ -657,6 +673,7 @@ class MlflowTracker(Callback):
                 self._ops[trial_id] = _ops_for(result, dict(trial.config or {}), n_ops)
             self._safely("the alphas", self._stage_alphas, trial_id, step, alphas)
         self._safely("the reweighting plots", self._stage_reweighting, trial_id, step, result)
+        self._safely("the learned weights", self._stage_weight_trends, trial_id, step, result)
         self.flush()
 
     def _end(self, trial: Any, status: str, error: str | None = None) -> None:
