@@ -151,6 +151,6 @@ def probe_tracking_store(uri: str) -> None:
         probe_client(uri)
     else:
         raise StoreError(
-            f"tracking URI {redact(uri)[:80]!r}: MLflow cannot track to {scheme}://; use "
-            "sqlite:///<dir>/mlflow.db, http(s)://server or a database URL (postgresql://...)"
+            f"tracking URI {redact(uri)[:80]!r}: MLflow cannot track to the scheme {scheme}://; "
+            "use sqlite:///<dir>/mlflow.db, http(s)://server or a database URL (postgresql://...)"
         )
