@@ -16,13 +16,14 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from skillearn.errors import SkillearnError
 from skillearn.platform.redact import redact, redact_text
 from skillearn.platform.secrets import expand_secrets, split_userinfo
 
 PROBE_TIMEOUT_S = 5.0
 
 
-class StoreError(ValueError):
+class StoreError(SkillearnError):
     """The tracking store cannot be used (the message says why and what to do)."""
 
 
