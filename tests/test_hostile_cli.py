@@ -350,11 +350,12 @@ def test_other_subcommands_refuse_in_one_line(tmp_path, monkeypatch, stubs, tall
     tally.assert_all_held("other subcommands")
 
 
-def _cli_process(args: list, cwd: Path, ray_tmp: Path) -> subprocess.CompletedProcess:
+def _cli_process(args: list, cwd: Path, ray_tmp: Path,
+                 timeout: float = 180) -> subprocess.CompletedProcess:
     env = {**os.environ, "RAY_TMPDIR": str(ray_tmp), "PYTHONUNBUFFERED": "1",
            "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "-m", "skillearn.platform.cli", *args], cwd=cwd,
-                          env=env, capture_output=True, timeout=180)
+                          env=env, capture_output=True, timeout=timeout)
 
 
 def test_real_processes_refuse_non_utf8_argv_without_starting_ray(tmp_path, tally):
@@ -407,7 +408,7 @@ def test_odd_but_valid_name_and_storage_run_and_reach_mlflow(tmp_path, tally):
         result = _cli_process(
             ["sweep", "darts", "--seeds", "0", "--epochs", "1", "--set", "steps_per_epoch=2",
              "--set", "fd_gap_every=0", "--name", name, "--storage", str(storage),
-             "--tracking-uri", uri], tmp_path, ray_tmp)
+             "--tracking-uri", uri], tmp_path, ray_tmp, timeout=900)
     finally:
         _clean_ray(ray_tmp)
     log = result.stderr.decode(errors="replace")[-3000:]
@@ -437,7 +438,8 @@ def test_deterministic_trial_error_is_not_retried(tmp_path, tally):
         result = _cli_process(
             ["sweep", "darts", "--dataset", "imagefolder", "--data-root", str(data), "--seeds",
              "0", "--epochs", "1", "--storage", str(tmp_path / "runs"), "--name", "empty",
-             "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"], tmp_path, ray_tmp)
+             "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"], tmp_path, ray_tmp,
+            timeout=900)
     finally:
         _clean_ray(ray_tmp)
     log = result.stderr.decode(errors="replace")
