@@ -7,7 +7,8 @@ grad_u <grad_w f, v>:
 - `finite_difference`: DARTS' central difference
   (grad_u f(w + eps v, u) - grad_u f(w - eps v, u)) / (2 eps),  eps = radius / ||v||.
 The perturbed points are new tensors, so w is never written to: it is restored bit-exactly
-because it is never changed.
+because it is never changed. Both have `methods.MixedProduct`'s signature and are registered by
+name in `methods.HYPERGRADIENT_METHODS`.
 """
 
 from __future__ import annotations
@@ -35,8 +36,9 @@ def mixed_vjp_exact(
     w: Tensors,
     inputs: Tensors,
     v: Tensors,
+    radius: float = 0.0,
 ) -> list[torch.Tensor]:
-    """grad_inputs <grad_w f(w, inputs), v> by double backward."""
+    """grad_inputs <grad_w f(w, inputs), v> by double backward (`radius` is unused: no step)."""
     w_leaf = [t.detach().requires_grad_(True) for t in w]
     with torch.enable_grad():
         loss = loss_at(w_leaf)

@@ -1,8 +1,10 @@
 """The `skillearn` command: sweep, report, ui, retrain, skills, datasets.
 
 Every user-fixable mistake ends as one line `skillearn: error: ...` on stderr and exit code 2,
-before Ray or any trial starts. Heavy imports (Ray, MLflow, torch) happen only in the
-subcommand that needs them, so `skillearn skills` or a typo answers instantly.
+before Ray or any trial starts. `sweep` exits 1 when every trial failed and 3 when MLflow writes
+were left unsent (in the sweep's backlog, for `skillearn sync`): never 0 with nothing recorded.
+Heavy imports (Ray, MLflow, torch) happen only in the subcommand that needs them, so
+`skillearn skills` or a typo answers instantly.
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--download", action="store_true", default=None,
                       help="let torchvision download CIFAR into --data-root")
     data.add_argument("--noise-rate", type=float, help="label-noise rate of the training split")
-    data.add_argument("--noise-type", choices=("uniform", "flip"), help="label-noise model")
+    data.add_argument("--noise-type", choices=("uniform", "flip", "flip2", "pair"),
+                      help="label-noise model")
     data.add_argument("--imbalance", type=float, help="long-tail imbalance factor (>= 1)")
     run = sweep.add_argument_group("trials")
     run.add_argument("--samples", type=int, default=8, help="number of trials (default 8)")
@@ -52,8 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seeds", type=int, nargs="+", metavar="S",
                      help="no search: one trial per seed with the given settings (tuned knobs "
                      "at their defaults unless --set), for comparisons over seeds")
-    run.add_argument("--method", help="hypergradient method (first_order, finite_difference, "
-                     "exact)")
+    from skillearn.mlo.methods import METHODS  # the engine's registry (no torch import)
+
+    run.add_argument("--method", help=f"hypergradient method ({', '.join(METHODS)})")
     run.add_argument("--retrain-epochs", type=int, help="retrain each derived architecture for N "
                      "epochs inside its trial (0: skip)")
     run.add_argument("--config", metavar="SPEC.yaml",
@@ -119,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("skills", nargs="*", help="skills to compare (default: all logged)")
     comp.add_argument("--dataset", help="only trials on this dataset")
     comp.add_argument("--noise-rate", type=float, help="only trials with this noise rate")
-    comp.add_argument("--noise-type", choices=("uniform", "flip"))
+    comp.add_argument("--noise-type", choices=("uniform", "flip", "flip2", "pair"))
     comp.add_argument("--imbalance", type=float, help="only trials with this imbalance factor")
     comp.add_argument("--plot", default="compare.png", help="bar chart path (default "
                       "compare.png)")
@@ -166,8 +170,15 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
     dry_run(spec)  # every trial's set-up, once, before Ray starts
     from skillearn.platform.sweep import run_sweep
+    from skillearn.platform.tracking import unsent_writes
 
-    return 0 if run_sweep(spec) is not None else 1
+    best = run_sweep(spec)
+    if unsent_writes(spec.path, spec.name):  # the tracker said how to send them
+        return EXIT_UNSENT
+    return 0 if best is not None else 1
+
+
+EXIT_UNSENT = 3  # the sweep ran, but MLflow writes wait in its backlog (`skillearn sync`)
 
 
 def _cmd_sync(args: argparse.Namespace) -> int:

@@ -93,6 +93,7 @@ def build_tuner(spec: SweepSpec, concurrency: int) -> Any:
 
     from skillearn.platform.progress import ProgressPrinter
     from skillearn.platform.retry import RetryPolicy
+    from skillearn.platform.study_storage import study_storage
     from skillearn.platform.tracking import MlflowTracker
     from skillearn.search_spaces.hpo import define_by_run
 
@@ -129,7 +130,8 @@ def build_tuner(spec: SweepSpec, concurrency: int) -> Any:
             study_name=spec.name if storage is not None else None,
         )
     scheduler = None
-    if spec.asha and not spec.seeds:
+    early_stopping = spec.asha and not spec.seeds and skill.early_stopping
+    if early_stopping:
         max_t = int(spec.config["epochs"])
         scheduler = ASHAScheduler(
             time_attr="training_iteration", max_t=max_t, grace_period=1 if max_t < 4 else 2,
@@ -142,7 +144,7 @@ def build_tuner(spec: SweepSpec, concurrency: int) -> Any:
         params={
             **{k: v for k, v in fixed.items() if k != SKILL_KEY},
             "samples": spec.samples, "concurrency": concurrency,
-            "asha": spec.asha and not spec.seeds, "seeds": list(spec.seeds or []),
+            "asha": early_stopping, "seeds": list(spec.seeds or []),
             "cpus_per_trial": spec.cpus_per_trial, "gpus_per_trial": spec.gpus_per_trial,
             "searched": ",".join(sorted(set(skill.tuned_knobs()) - set(fixed))) or "-",
             "optuna_storage": redact(spec.optuna_storage) or "memory",
@@ -168,19 +170,6 @@ def build_tuner(spec: SweepSpec, concurrency: int) -> Any:
             verbose=0,  # ProgressPrinter gives one line per event instead
         ),
     )
-
-
-def study_storage(url: str | None) -> Any:
-    """Optuna's RDBStorage for `url` (its folder created for SQLite); None keeps it in memory."""
-    if not url:
-        return None
-    import optuna
-
-    if url.startswith("sqlite:///"):
-        from pathlib import Path
-
-        Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
-    return optuna.storages.RDBStorage(url)
 
 
 def summarize_best(results: Any, metric: str, mode: str, searched: list[str]) -> dict[str, Any]:

@@ -254,8 +254,24 @@ def _sqlite_path(uri: str) -> Path:
     return Path(rest).expanduser().resolve()
 
 
+def _probe_store(uri: str, flag: str) -> None:
+    """No plain-text password, and a real read-only request to the store (store_probe.py)."""
+    from skillearn.platform.secrets import SecretError, check_uri_secrets
+    from skillearn.platform.store_probe import StoreError, probe_tracking_store
+
+    try:
+        check_uri_secrets(uri, flag)
+        if flag == "--tracking-uri":
+            probe_tracking_store(uri)
+    except (SecretError, StoreError) as err:
+        raise UsageError(str(err)) from None
+
+
 def check_tracking_uri(uri: str) -> str:
-    """Fail unless MLflow can write to `uri`; returns it normalised (sqlite paths absolute)."""
+    """Fail unless MLflow can write to `uri`; returns it normalised (sqlite paths absolute).
+
+    The store is asked once (read-only): a client error is fatal here, not an outage later."""
+    _probe_store(uri, "--tracking-uri")
     scheme = urllib.parse.urlparse(uri).scheme.lower()
     if scheme in ("", "file") or len(scheme) == 1:  # plain paths, file:, Windows drives
         raise UsageError(
@@ -271,7 +287,9 @@ def check_tracking_uri(uri: str) -> str:
         _check_sqlite_file(db)
         return f"sqlite:///{db}"
     if scheme in ("http", "https"):
-        health = uri.rstrip("/") + "/health"
+        from skillearn.platform.store_probe import without_userinfo
+
+        health = without_userinfo(uri).rstrip("/") + "/health"
         try:
             with urllib.request.urlopen(health, timeout=CONNECT_TIMEOUT_S) as response:
                 if response.status >= 400:
@@ -307,6 +325,7 @@ def default_optuna_storage(sweep_path: str) -> str | None:
 
 def check_optuna_storage(url: str) -> str:
     """Fail unless `url` is an SQLAlchemy URL Optuna can use (a database server must answer)."""
+    _probe_store(url, "--optuna-storage")  # its password only as ${VAR}
     scheme = urllib.parse.urlparse(url).scheme.lower().split("+")[0]
     if scheme not in OPTUNA_SCHEMES:
         raise UsageError(
@@ -323,8 +342,11 @@ def check_optuna_storage(url: str) -> str:
     try:
         import sqlalchemy
 
+        from skillearn.platform.secrets import expand_secrets
+
         engine = sqlalchemy.create_engine(
-            url, connect_args={"connect_timeout": 5} if scheme == "postgresql" else {}
+            expand_secrets(url),
+            connect_args={"connect_timeout": 5} if scheme == "postgresql" else {},
         )
         with engine.begin() as connection:
             schema = optuna_schema(url)

@@ -6,7 +6,8 @@ import importlib
 from collections.abc import Mapping
 from typing import Any
 
-from skillearn.trainables.common import COMMON_KNOBS
+from skillearn.mlo.program import ORDERS, update_order
+from skillearn.trainables.common import COMMON_KNOBS, KIND_KNOBS
 from skillearn.trainables.skill import ConfigError, Knob, Skill
 
 _SKILL_MODULES: dict[str, str] = {
@@ -37,8 +38,8 @@ def get_skill(name: str) -> Skill:
 
 
 def all_knobs(skill: Skill) -> dict[str, Knob]:
-    """Common knobs overlaid with the skill's own (a skill may change a common default)."""
-    return {**COMMON_KNOBS, **skill.knobs}
+    """Common knobs, then its kind's defaults, then the skill's own (each may override)."""
+    return {**COMMON_KNOBS, **KIND_KNOBS.get(skill.kind, {}), **skill.knobs}
 
 
 def resolve_config(skill: Skill, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -53,9 +54,24 @@ def resolve_config(skill: Skill, overrides: Mapping[str, Any] | None = None) -> 
                 f"known: {', '.join(sorted(knobs))}"
             )
         config[key] = knobs[key].coerce(key, value)
+    check_order(skill, config["order"])
     if config["method"] not in skill.methods:
         raise ConfigError(
             f"skill {skill.name!r} does not support method {config['method']!r}; "
             f"use one of {', '.join(skill.methods)}"
         )
     return config
+
+
+def check_order(skill: Skill, order: str) -> None:
+    """`order` is top_down, bottom_up, or a permutation of the skill's level names."""
+    if order in ORDERS:
+        return
+    if not skill.levels:
+        raise ConfigError(
+            f"order={order!r}: skill {skill.name!r} takes only {' or '.join(ORDERS)}"
+        )
+    try:
+        update_order(order, skill.levels)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from skillearn.errors import SkillearnError
+from skillearn.mlo.methods import METHODS
 
 KnobValue = float | int | str | bool
 
@@ -143,9 +144,14 @@ class Skill:
     knobs: Mapping[str, Knob]
     build: Callable[..., Any]
     kind: str = "nas"
-    methods: tuple[str, ...] = ("first_order", "finite_difference", "exact")
+    methods: Sequence[str] = METHODS  # hypergradient methods it takes (mlo.methods' names)
     metric: str = "val_acc"
     mode: str = "max"
+    # False: a sweep never stops this skill's trials early (ASHA off), so the searcher is told
+    # full-budget results — for skills whose schedule changes the ranking late (mwnet_nas).
+    early_stopping: bool = True
+    # level names, lowest first: lets `order` name them and be checked before a trial starts
+    levels: tuple[str, ...] = ()
 
     def tuned_knobs(self) -> dict[str, Knob]:
         """The knobs a sweep searches over unless told otherwise."""
