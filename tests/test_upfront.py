@@ -20,7 +20,7 @@ REFUSED = [
     (["sweep", "darts", "--set", "epochs=1.0"], "must be an integer"),
     (["sweep", "darts", "--set", "_skill=lfm"], "unknown setting '_skill'"),
     (["sweep", "darts", "--seeds", "0", "2147483648"], "at most 2147483647"),
-    (["sweep", "mwnet", "--set", "meta_per_class=500"], "val split has only"),
+    (["sweep", "mwnet", "--set", "meta_per_class=500"], "train split has only"),
     (["sweep", "darts", "--storage", "ftp://host/runs"], "unknown scheme"),
     (["sweep", "darts", "--storage", "{tmp}/a-file/runs"], "not a writable directory"),
     (["sweep", "darts", "--name", "n" * 101], "keep it to 100"),

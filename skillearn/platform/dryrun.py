@@ -124,13 +124,16 @@ IMAGES_PER_CLASS = {"cifar10": 5000, "cifar100": 500}
 
 
 def _check_meta_fits(spec: Any) -> None:
-    """The meta set is carved from the val split: without loading a fixed-size dataset, its
-    val split per class is known (a borderline case is still caught in the trial)."""
+    """The meta set is carved from the train split: without loading a fixed-size dataset, its
+    train split per class is known (a borderline case is still caught in the trial)."""
     per_class = IMAGES_PER_CLASS.get(spec.name)
-    if per_class and spec.meta_per_class > per_class * spec.val_fraction:
+    if not per_class:
+        return
+    train_per_class = per_class * (1.0 - spec.val_fraction)
+    if spec.meta_per_class >= train_per_class:
         raise UsageError(
-            f"meta_per_class={spec.meta_per_class} but {spec.name}'s val split has about "
-            f"{int(per_class * spec.val_fraction)} examples per class; lower meta_per_class"
+            f"meta_per_class={spec.meta_per_class} but {spec.name}'s train split has about "
+            f"{int(train_per_class)} examples per class; lower meta_per_class or val_fraction"
         )
 
 
