@@ -31,7 +31,7 @@ REFUSED = [
     (["retrain", "--genotype", "{tmp}/geno.json", "--seeds", "-1"], "--seeds"),
     (["retrain", "--genotype", "{tmp}/bad_geno.json"], "reads state 7"),
     (["compare", "nosuchskill"], "unknown skill"),
-    (["ui", "--tracking-uri", "foo://bar"], "scheme"),
+    (["ui", "--tracking-uri", "foo://bar"], "foo://"),
     (["report", "--tracking-uri", "sqlite:///{tmp}/latin1.yaml"], "not an SQLite database"),
 ]
 
