@@ -395,12 +395,12 @@ def _clean_ray(ray_tmp: Path) -> None:
 
 @pytest.mark.slow
 def test_odd_but_valid_name_and_storage_run_and_reach_mlflow(tmp_path, tally):
-    """Quotes (double), unicode and shell metacharacters in the sweep name and storage path
-    are valid: the sweep runs and MLflow holds its parent run and its trial."""
+    """Quotes, unicode and shell metacharacters in the sweep name and storage path are valid:
+    the sweep runs and MLflow holds its parent run and its trial."""
     from mlflow.tracking import MlflowClient
 
-    name = 'odd "sweep" ünï $(touch HOSTILE_MARKER);&|'
-    storage = tmp_path / 'store "x" ☃'
+    name = 'odd "sweep" it\'s ünï $(touch HOSTILE_MARKER);&|'
+    storage = tmp_path / 'o\'brien "x" ☃'
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     ray_tmp = Path(os.environ.get("TMPDIR", "/tmp")) / f"skh{os.getpid()}"
     ray_tmp.mkdir(exist_ok=True)
