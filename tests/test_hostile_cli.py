@@ -142,6 +142,7 @@ class Tally:
         self.held = 0
         self.broken: list[str] = []
         self.reported = 0  # broken inputs already asserted on by an earlier group
+        self.accepted = 0  # held by being accepted with exact types (the rest were refused)
 
     def add(self, label: str, problem: str | None) -> None:
         self.tried += 1
@@ -160,7 +161,8 @@ class Tally:
 def tally(request) -> Tally:
     counts = Tally()
     yield counts
-    print(f"\nhostile CLI: {counts.tried} inputs tried, {counts.held} held")
+    print(f"\nhostile CLI: {counts.tried} inputs tried, {counts.held} held "
+          f"({counts.accepted} accepted with their knobs' exact types, the rest refused)")
 
 
 @pytest.fixture
@@ -245,6 +247,7 @@ def _check(label: str, argv: list[str], work: Path, monkeypatch, stubs: dict, ta
     elif code == 2:
         tally.add(label, _refusal_problem(code, err, before, work, stubs))
     elif stubs["sweep"] and code == 0:
+        tally.accepted += 1
         tally.add(label, _accepted_problem(skill or argv[1], stubs["sweep"][0]))
     else:
         tally.add(label, f"exit {code} without a sweep: {err[-300:]!r}")
