@@ -238,7 +238,7 @@ def test_backlog_left_means_a_non_zero_exit(tmp_path: Path, monkeypatch, capsys)
     monkeypatch.chdir(tmp_path)
 
     def fake_run(spec):  # the sweep itself (Ray) is exercised in the e2e module
-        Path(spec.path).mkdir(parents=True, exist_ok=True)
+        Path(spec.path).mkdir(parents=True, exist_ok=True)  # the dry run created it
         (Path(spec.path) / BACKLOG_FILE).write_text(json.dumps(
             {"pending": {"__sweep__": [{"op": "terminate", "status": "FINISHED"}]}}))
         return {"val_acc": 0.5}
