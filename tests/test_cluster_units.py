@@ -69,7 +69,7 @@ def test_unreachable_server_buffers_to_the_backlog_and_sync_sends_it(tmp_path: P
     for epoch in (1, 2):
         result = {"epoch": epoch, "val_acc": 0.5 + epoch / 10, "weight_curve": curve,
                   "train_weights": json.dumps([0.9, 0.1, 0.8]),
-                  "train_is_noisy": json.dumps([0, 1, 0]),
+                  "train_is_noisy": json.dumps([0, 1, 0]), "a_mean": 0.5, "a_std": 0.1,
                   "node_id": "abc", "node_ip": "127.0.0.1"}
         trial.last_result = result
         tracker.on_trial_result(iteration=epoch, trials=[trial], trial=trial, result=result)
@@ -91,7 +91,7 @@ def test_unreachable_server_buffers_to_the_backlog_and_sync_sends_it(tmp_path: P
     assert [m.step for m in client.get_metric_history(child.info.run_id, "val_acc")] == [1, 2]
     assert child.data.tags["node_id"] == "abc" and child.data.params["w_lr"] == "0.1"
     names = {a.path for a in client.list_artifacts(child.info.run_id)}
-    assert {"weight_function.png", "weight_histogram.png"} <= names
+    assert {"weight_function.png", "weight_histogram.png", "learned_weights.png"} <= names
     assert parent.data.params["samples"] == "1"
 
 

@@ -12,7 +12,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from skillearn.data import DataSpec, load_data
 from skillearn.mlo import Level, MultilevelProgram
 from skillearn.reweighting import (
     MetaWeightNet,
@@ -28,11 +27,10 @@ from skillearn.reweighting import (
 from skillearn.reweighting.mwnet import MWNET_INPUTS
 from skillearn.reweighting.plots import draw_weight_function, draw_weight_histogram
 from skillearn.search_spaces.hpo import define_by_run
-from skillearn.trainables import get_skill, resolve_config
+from skillearn.trainables import get_skill
 from skillearn.trainables.classifiers import make_classifier
 from skillearn.trainables.mwnet import mwnet_train_loss
 from skillearn.trainables.runner import run_skill
-from skillearn.trainables.setup import Setup
 
 # ------------------------------------------------------------------------------- losses
 LOGITS = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 0.3], [-0.5, 1.5, 0.0]])
@@ -222,19 +220,6 @@ def test_learned_weight_skills_report_weight_metrics(skill: str, overrides: dict
 def test_baselines_run_as_one_level_programs(skill: str) -> None:
     metrics = _one_epoch(skill)
     assert metrics["params"] > 0
-
-
-def test_lfm_dr_b_learns_only_for_the_examples_in_the_batch() -> None:
-    skill = get_skill("lfm_dr")
-    cfg = resolve_config(skill, {"dataset": "digits", "noise_rate": 0.4, "batch_size": 16})
-    data = load_data(DataSpec(name="digits", noise_rate=0.4))
-    built = skill.build(Setup(config=cfg, data=data, device=torch.device("cpu"), space=None))
-    rows = torch.arange(16)
-    batches = {"train": (data.train.x[rows], data.train.y[rows], data.train.index[rows]),
-               "val": (data.val.x[:16], data.val.y[:16], data.val.index[:16])}
-    grads, _ = built.program.gradient("upper", batches, method="exact")
-    assert float(grads["b"][rows].abs().sum()) > 0  # through W1 -> u -> a -> W2
-    assert float(grads["b"][16:].abs().sum()) == 0  # per-example: nobody else moves
 
 
 def test_classifier_exposes_intermediate_features() -> None:

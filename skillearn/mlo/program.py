@@ -36,25 +36,43 @@ if TYPE_CHECKING:
 ORDERS = ("bottom_up", "top_down")
 
 
+def update_order(order: str | Sequence[str], names: Sequence[str]) -> list[str]:
+    """The level names in the order one iteration steps them.
+
+    `order` is `bottom_up` (lowest level first), `top_down` (highest first), or an explicit
+    sequence of every level name once — a list or a comma-separated string such as
+    `"arch,w1,w2"` (the LFM code: B/V/r, then W1, then W2). Raises ValueError naming the
+    levels when the sequence is not a permutation of them.
+    """
+    if isinstance(order, str) and order in ORDERS:
+        return list(names) if order == "bottom_up" else list(reversed(names))
+    sequence = [n.strip() for n in order.split(",")] if isinstance(order, str) else list(order)
+    if sorted(sequence) != sorted(names):
+        raise ValueError(
+            f"unknown update order {order!r}: use bottom_up, top_down or every level name once, "
+            f"comma-separated (levels: {','.join(names)})"
+        )
+    return sequence
+
+
 class MultilevelProgram:
     """An ordered list of levels (lowest first) and the hypergradient method they share.
 
     `order="bottom_up"` updates the lowest level first (the papers' Algorithm 1);
-    `order="top_down"` updates the highest first, as the DARTS code does.
+    `order="top_down"` updates the highest first, as the DARTS code does; an explicit sequence
+    of level names gives any other order (see `update_order`).
     """
 
     def __init__(
         self,
         levels: Sequence[Level],
         method: MethodName = "finite_difference",
-        order: str = "bottom_up",
+        order: str | Sequence[str] = "bottom_up",
         fd_radius: float = 0.01,
         reuse_unroll_grad: bool = False,
     ) -> None:
         if method not in METHODS:
             raise ValueError(f"unknown hypergradient method {method!r}; use one of {METHODS}")
-        if order not in ORDERS:
-            raise ValueError(f"unknown update order {order!r}; use one of {ORDERS}")
         self.levels: dict[str, Level] = {}
         for level in levels:
             if level.name in self.levels:
@@ -71,6 +89,7 @@ class MultilevelProgram:
                 check_unrollable(level)
         self.method = method
         self.order = order
+        self.sequence = update_order(order, list(self.levels))  # level names, stepping order
         self.fd_radius = fd_radius
         self.reuse_unroll_grad = reuse_unroll_grad
         self.iteration = 0
@@ -83,11 +102,8 @@ class MultilevelProgram:
 
         Returns each stepped level's loss (detached tensors: no host sync on the hot path).
         """
-        names = list(self.levels)
-        if self.order == "top_down":
-            names.reverse()
         losses: dict[str, torch.Tensor] = {}
-        for name in names:
+        for name in self.sequence:
             level = self.levels[name]
             if self.iteration % level.every:
                 continue

@@ -1,7 +1,11 @@
 """Reweighted classification losses, as pure functions of logits and labels.
 
-All return the batch mean so that weights of 1 give plain cross-entropy (MW-Net divides the
-weighted sum by the batch size, not by the sum of weights, and so do we).
+All return the batch mean, so that weights of 1 give plain cross-entropy: `weighted_cross_entropy`
+divides the weighted sum by the batch size (the current MW-Net.py). The `mwnet` skill does not
+use it by default: its `weight_normalization` knob defaults to `sum` (divide by the batch's sum
+of weights, MW-Net's class-imbalance code and first release, so only relative weights matter);
+`weight_normalization=none` is this function's batch-size normalisation. `lfm_dr` divides by the
+batch size, as the LFM code does.
 """
 
 from __future__ import annotations

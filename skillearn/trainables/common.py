@@ -35,8 +35,9 @@ COMMON_KNOBS: dict[str, Knob] = {
                             low=0, high=10**7),
     # engine
     "method": Knob("finite_difference", "hypergradient method", choices=HYPERGRADIENT_METHODS),
-    "order": Knob("top_down", "level update order: top_down (DARTS code) or bottom_up "
-                  "(the papers' Algorithm 1)", choices=("top_down", "bottom_up")),
+    "order": Knob("top_down", "level update order: top_down (DARTS code), bottom_up (the "
+                  "papers' Algorithm 1), or every level name once, comma-separated (e.g. "
+                  "lfm's arch,w1,w2)"),
     "reuse_grad": Knob(False, "lower levels reuse the unroll's gradient for their real step (one "
                        "pass fewer per level; changes DARTS' update order, off by default)"),
     "fd_gap_every": Knob(1, "measure the finite-difference vs exact hypergradient gap every N "
