@@ -1,7 +1,7 @@
 """The multilevel optimisation engine: levels are data, the program orders and steps them.
 
-The method registry and the update orders need no torch and are imported here; the rest on
-first use, so that reading the names (the CLI's help, a sweep's validation) does not import torch.
+The method registry needs no torch and is imported here; the rest on first use, so that reading
+the method names (the CLI's help, a sweep's validation) does not import torch.
 """
 
 from __future__ import annotations
@@ -15,17 +15,17 @@ from skillearn.mlo.methods import (
     SECOND_ORDER_METHODS,
     MethodName,
 )
-from skillearn.mlo.order import ORDERS
 
 if TYPE_CHECKING:
     from skillearn.mlo.level import Batches, Level, LossFn, ParamDict, Params, Projection
+    from skillearn.mlo.order import ORDERS
     from skillearn.mlo.program import MultilevelProgram
     from skillearn.mlo.projections import linf_ball
     from skillearn.mlo.unroll import UnrollError
 
 _LAZY = {
     "Batches": "level", "Level": "level", "LossFn": "level", "ParamDict": "level",
-    "Params": "level", "Projection": "level",
+    "Params": "level", "Projection": "level", "ORDERS": "order",
     "MultilevelProgram": "program", "linf_ball": "projections", "UnrollError": "unroll",
 }
 

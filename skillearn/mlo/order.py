@@ -1,5 +1,5 @@
-"""The order in which one iteration steps the levels. Plain names, no torch: a sweep's
-validation checks an `order` setting without importing the engine."""
+"""The order in which one iteration steps the levels. Torch-free, so that checking a config's
+`order` (the CLI, a sweep's validation) does not import torch."""
 
 from __future__ import annotations
 

@@ -28,15 +28,11 @@ import torch
 from skillearn.mlo.hypergrad import global_norm
 from skillearn.mlo.level import Batches, Level, ParamDict, params_view
 from skillearn.mlo.methods import METHODS, MethodName, mixed_product
-from skillearn.mlo.order import ORDERS, update_order
+from skillearn.mlo.order import update_order
 from skillearn.mlo.unroll import UnrolledStep, check_unrollable, unrolled_step
 
 if TYPE_CHECKING:
     from skillearn.mlo.methods import MixedProduct
-
-# ORDERS and update_order live in `order` (no torch) and stay importable from here.
-__all__ = ["METHODS", "ORDERS", "MultilevelProgram", "update_order"]
-
 
 class MultilevelProgram:
     """An ordered list of levels (lowest first) and the hypergradient method they share.
