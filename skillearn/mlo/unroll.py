@@ -13,7 +13,8 @@ dDelta/dg = diag(s). A cotangent v on w' therefore reaches u as -grad_u <g, s * 
 mixed product of `hypergrad` applied to a rescaled v (`UnrolledStep.pull_back`). For plain SGD
 s is one number, the step size xi, and v is left as it is. `P` is the level's projection
 (identity when it has none). `torch._foreach_*` keeps SGD to a handful of kernel launches
-however many parameter tensors the level has.
+however many parameter tensors the level has. Not mirrored, as in DARTS' code: the level's
+`grad_clip`, which clips the real step's gradient only.
 """
 
 from __future__ import annotations
