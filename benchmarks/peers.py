@@ -61,7 +61,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call
 
 from benchmarks import cases
 from benchmarks.common import (
@@ -84,7 +83,7 @@ from skillearn.trainables import get_skill
 from skillearn.trainables.classifiers import resnet32
 from skillearn.trainables.mwnet import mwnet_train_loss
 from skillearn.trainables.setup import Setup
-from skillearn.trainables.weights import run_with
+from skillearn.trainables.weights import call_with, run_with
 
 StepFn = Callable[[], Any]
 PLAIN, SKILLEARN, SKILLEARN_REUSE, BETTY = "plain", "skillearn", "skillearn_reuse", "betty"
@@ -333,7 +332,7 @@ def mwnet_program(parts: Parts, method: str = "finite_difference", detach_input:
     net, vnet, w, theta = parts.lower, parts.upper_module, parts.lower_params, parts.upper_params
 
     def forward(params, x):
-        return functional_call(net, dict(params), (x,)), None
+        return call_with(net, params, (x,)), None  # as the skill's `logits_and_features`
 
     train_loss = mwnet_train_loss(forward, vnet, w, normalize=False, detach_input=detach_input)
 
