@@ -22,7 +22,12 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from skillearn.mlo.hypergrad import global_norm, mixed_vjp_exact, mixed_vjp_finite_difference
+from skillearn.mlo.hypergrad import (
+    global_norm,
+    like_params,
+    mixed_vjp_exact,
+    mixed_vjp_finite_difference,
+)
 from skillearn.mlo.level import Batches, Level, ParamDict, params_view
 from skillearn.mlo.unroll import virtual_step
 
@@ -229,7 +234,9 @@ class MultilevelProgram:
             }
             if self.reuse_unroll_grad:
                 self._unroll_cache[name] = (self.iteration, grad_dict, loss.detach())
-            unrolled[name] = virtual_step(level, grad_dict)
+            stepped = virtual_step(level, grad_dict)
+            unrolled[name] = dict(zip(keys, like_params([level.params[k] for k in keys],
+                                                        [stepped[k] for k in keys]), strict=True))
         return unrolled
 
     def _mixed_vjp(
