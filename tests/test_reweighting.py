@@ -259,3 +259,6 @@ def test_mwnet_input_at_current_weights_follows_the_weights() -> None:
     cached = loss({"w": shifted, "theta": theta}, batches)
     torch.testing.assert_close(cached, fresh({"w": shifted, "theta": theta}, batches),
                                rtol=0, atol=0)
+    loss({"w": w, "theta": theta}, batches)  # at the current w: leaves its losses behind
+    reused = loss({"w": shifted, "theta": theta}, batches)
+    torch.testing.assert_close(reused, cached, rtol=0, atol=0)

@@ -70,16 +70,20 @@ def mwnet_train_loss(
     `detach_input=False` (MW-Net's class-imbalance code) reads V's input at the evaluated w
     with its gradient, in the virtual step and in its derivatives alike.
     `normalize` divides by the batch's sum of weights instead of the batch size.
-    V's input at the current w is computed once per batch and weight version: the two
-    finite-difference evaluations (and the real step after the unroll) read the same values, so
-    the no-grad forward is not repeated (in train mode the outputs do not depend on BatchNorm's
-    running statistics, which therefore see that forward once).
+    V's input at the current w is computed once per batch and weight version: the evaluation at
+    the current w (the unroll) leaves its losses for the perturbed ones (finite-difference pair,
+    exact) to read, and only without it is a no-grad forward run, once (in train mode the
+    outputs do not depend on BatchNorm's running statistics; those see fewer duplicate
+    forwards).
     """
     inputs_of = inputs_of or (lambda losses, features, y: weight_inputs(losses, features))
     at_current: dict[str, Any] = {}
 
+    def key_of(x: torch.Tensor, y: torch.Tensor) -> tuple:
+        return (x._version, y._version, tuple(t._version for t in current.values()))
+
     def seen_at_current(x: torch.Tensor, y: torch.Tensor):
-        key = (x._version, y._version, tuple(t._version for t in current.values()))
+        key = key_of(x, y)
         if at_current.get("x") is not x or at_current.get("y") is not y or (
                 at_current.get("key") != key):
             with torch.no_grad():
@@ -93,7 +97,10 @@ def mwnet_train_loss(
         logits, features = forward(p["w"], x)
         losses = F.cross_entropy(logits, y, reduction="none")
         seen_losses, seen_features = losses, features
-        if detach_input and p["w"] is not current:
+        if detach_input and p["w"] is current:  # the unroll: what the perturbed passes read
+            at_current.update(x=x, y=y, key=key_of(x, y), value=(
+                losses.detach(), None if features is None else features.detach()))
+        elif detach_input:
             seen_losses, seen_features = seen_at_current(x, y)
         weights = run_with(vnet, inputs_of(seen_losses, seen_features, y), p["theta"])
         if normalize:
