@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from skillearn.errors import SkillearnError
+from skillearn.mlo.hypergrad import like_params
 from skillearn.mlo.level import Level, ParamDict, Projection
 
 # torch.optim classes whose step is mirrored here; subclasses may step differently and are not.
@@ -115,6 +116,8 @@ def unrolled_step(level: Level, grads: ParamDict) -> UnrolledStep:
             )
             for i, value, s in zip(indices, group_values, group_scale, strict=True):
                 values[i], scale[i] = value, s
+        # the parameters' memory layout (see `like_params`: a layout flip slows every kernel)
+        values = like_params([level.params[k] for k in keys], values)
         unrolled = dict(zip(keys, values, strict=True))
         if level.projection is None:
             return UnrolledStep(unrolled, scale)
