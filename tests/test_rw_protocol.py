@@ -115,6 +115,21 @@ def test_theta_optimizer_follows_the_variant() -> None:
     assert sgd.defaults["weight_decay"] == config["w_wd"]
 
 
+@pytest.mark.parametrize("skill", ["mwnet", "lfm_dr"])
+def test_classifier_momentum_knob_is_the_optimizer_and_unrolls(skill: str) -> None:
+    from skillearn.trainables.classifiers import classifier_optimizer
+
+    w = {"p": torch.zeros(3, requires_grad=True)}
+    plain = classifier_optimizer(w, resolve_config(get_skill(skill)))[0]
+    nesterov = classifier_optimizer(w, resolve_config(get_skill(skill),
+                                                      {"momentum": "nesterov"}))[0]
+    assert not plain.defaults["nesterov"] and nesterov.defaults["nesterov"]
+    reports: list[dict] = []
+    run_skill(skill, {**CORRUPTED, "momentum": "nesterov", "method": "exact"},
+              lambda m, _d: reports.append(dict(m)))
+    assert math.isfinite(reports[-1]["train_loss"])
+
+
 def test_weight_inputs_columns() -> None:
     losses = torch.tensor([0.5, 2.0], requires_grad=True)
     features = torch.ones(2, 3)
