@@ -142,6 +142,7 @@ class Tally:
         self.held = 0
         self.broken: list[str] = []
         self.reported = 0  # broken inputs already asserted on by an earlier group
+        self.accepted = 0  # held by being accepted with exact types (the rest were refused)
 
     def add(self, label: str, problem: str | None) -> None:
         self.tried += 1
@@ -160,7 +161,8 @@ class Tally:
 def tally(request) -> Tally:
     counts = Tally()
     yield counts
-    print(f"\nhostile CLI: {counts.tried} inputs tried, {counts.held} held")
+    print(f"\nhostile CLI: {counts.tried} inputs tried, {counts.held} held "
+          f"({counts.accepted} accepted with their knobs' exact types, the rest refused)")
 
 
 @pytest.fixture
@@ -245,6 +247,7 @@ def _check(label: str, argv: list[str], work: Path, monkeypatch, stubs: dict, ta
     elif code == 2:
         tally.add(label, _refusal_problem(code, err, before, work, stubs))
     elif stubs["sweep"] and code == 0:
+        tally.accepted += 1
         tally.add(label, _accepted_problem(skill or argv[1], stubs["sweep"][0]))
     else:
         tally.add(label, f"exit {code} without a sweep: {err[-300:]!r}")
@@ -350,11 +353,12 @@ def test_other_subcommands_refuse_in_one_line(tmp_path, monkeypatch, stubs, tall
     tally.assert_all_held("other subcommands")
 
 
-def _cli_process(args: list, cwd: Path, ray_tmp: Path) -> subprocess.CompletedProcess:
+def _cli_process(args: list, cwd: Path, ray_tmp: Path,
+                 timeout: float = 180) -> subprocess.CompletedProcess:
     env = {**os.environ, "RAY_TMPDIR": str(ray_tmp), "PYTHONUNBUFFERED": "1",
            "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "-m", "skillearn.platform.cli", *args], cwd=cwd,
-                          env=env, capture_output=True, timeout=180)
+                          env=env, capture_output=True, timeout=timeout)
 
 
 def test_real_processes_refuse_non_utf8_argv_without_starting_ray(tmp_path, tally):
@@ -394,12 +398,12 @@ def _clean_ray(ray_tmp: Path) -> None:
 
 @pytest.mark.slow
 def test_odd_but_valid_name_and_storage_run_and_reach_mlflow(tmp_path, tally):
-    """Quotes (double), unicode and shell metacharacters in the sweep name and storage path
-    are valid: the sweep runs and MLflow holds its parent run and its trial."""
+    """Quotes, unicode and shell metacharacters in the sweep name and storage path are valid:
+    the sweep runs and MLflow holds its parent run and its trial."""
     from mlflow.tracking import MlflowClient
 
-    name = 'odd "sweep" ünï $(touch HOSTILE_MARKER);&|'
-    storage = tmp_path / 'store "x" ☃'
+    name = 'odd "sweep" it\'s ünï $(touch HOSTILE_MARKER);&|'
+    storage = tmp_path / 'o\'brien "x" ☃'
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     ray_tmp = Path(os.environ.get("TMPDIR", "/tmp")) / f"skh{os.getpid()}"
     ray_tmp.mkdir(exist_ok=True)
@@ -407,7 +411,7 @@ def test_odd_but_valid_name_and_storage_run_and_reach_mlflow(tmp_path, tally):
         result = _cli_process(
             ["sweep", "darts", "--seeds", "0", "--epochs", "1", "--set", "steps_per_epoch=2",
              "--set", "fd_gap_every=0", "--name", name, "--storage", str(storage),
-             "--tracking-uri", uri], tmp_path, ray_tmp)
+             "--tracking-uri", uri], tmp_path, ray_tmp, timeout=900)
     finally:
         _clean_ray(ray_tmp)
     log = result.stderr.decode(errors="replace")[-3000:]
@@ -437,7 +441,8 @@ def test_deterministic_trial_error_is_not_retried(tmp_path, tally):
         result = _cli_process(
             ["sweep", "darts", "--dataset", "imagefolder", "--data-root", str(data), "--seeds",
              "0", "--epochs", "1", "--storage", str(tmp_path / "runs"), "--name", "empty",
-             "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"], tmp_path, ray_tmp)
+             "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"], tmp_path, ray_tmp,
+            timeout=900)
     finally:
         _clean_ray(ray_tmp)
     log = result.stderr.decode(errors="replace")

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from skillearn.data import BatchStream, load_data
-from skillearn.mlo.program import update_order
+from skillearn.mlo.order import update_order
 from skillearn.reweighting.trends import draw_weight_trends, trend_values
 from skillearn.trainables import ConfigError, get_skill, resolve_config
 from skillearn.trainables.group_adam import GroupAdam

@@ -115,7 +115,8 @@ class _Refusing(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
         code = 200 if self.path.startswith("/health") else self.status
         body = b"OK" if code == 200 else json.dumps(
-            {"error_code": "UNAUTHENTICATED" if code == 401 else "ENDPOINT_NOT_FOUND",
+            {"error_code": {401: "UNAUTHENTICATED", 503: "TEMPORARILY_UNAVAILABLE"}.get(
+                code, "ENDPOINT_NOT_FOUND"),
              "message": "refused"}).encode()
         self.send_response(code)
         self.send_header("Content-Length", str(len(body)))
@@ -237,7 +238,7 @@ def test_backlog_left_means_a_non_zero_exit(tmp_path: Path, monkeypatch, capsys)
     monkeypatch.chdir(tmp_path)
 
     def fake_run(spec):  # the sweep itself (Ray) is exercised in the e2e module
-        Path(spec.path).mkdir(parents=True)
+        Path(spec.path).mkdir(parents=True, exist_ok=True)  # the dry run created it
         (Path(spec.path) / BACKLOG_FILE).write_text(json.dumps(
             {"pending": {"__sweep__": [{"op": "terminate", "status": "FINISHED"}]}}))
         return {"val_acc": 0.5}
@@ -314,3 +315,13 @@ def test_the_optuna_storage_pickles_the_placeholder_not_the_password(tmp_path: P
     restored = pickle.loads(pickle.dumps(study_storage(f"sqlite:///{tmp_path}/o/optuna.db")))
     assert restored.url == f"sqlite:///{tmp_path}/o/optuna.db"
     restored.get_all_studies()  # a working storage again
+
+
+def test_a_busy_server_is_an_outage_not_a_refusal(capsys) -> None:
+    """/health answers but the API gives 503: reported, not fatal (the tracker buffers)."""
+    from skillearn.platform.store_probe import probe_tracking_store
+
+    with _refusing_server(503) as url:
+        probe_tracking_store(url)
+    err = capsys.readouterr().err
+    assert "is up but did not answer" in err and len(err.strip().splitlines()) == 1

@@ -49,7 +49,8 @@ def test_sweep_logs_to_a_postgres_backed_server(postgres_url: str, tmp_path: Pat
         "?options=-csearch_path%3Doptuna"
     experiment = f"server-{uuid.uuid4().hex[:8]}"  # the database outlives test runs
     name = f"pg-{uuid.uuid4().hex[:8]}"
-    with mlflow_server(postgres_url, tmp_path / "artifacts", tmp_path / "server.log") as (url, _):
+    with mlflow_server(postgres_url, tmp_path / "artifacts", tmp_path / "server.log",
+                       start_timeout=300) as (url, _):
         started = time.perf_counter()
         code = main(["sweep", "darts", "--samples", "2", "--no-asha",
                      "--storage", str(tmp_path / "runs"), "--name", name,

@@ -20,7 +20,7 @@ REFUSED = [
     (["sweep", "darts", "--set", "epochs=1.0"], "must be an integer"),
     (["sweep", "darts", "--set", "_skill=lfm"], "unknown setting '_skill'"),
     (["sweep", "darts", "--seeds", "0", "2147483648"], "at most 2147483647"),
-    (["sweep", "mwnet", "--set", "meta_per_class=500"], "val split has only"),
+    (["sweep", "mwnet", "--set", "meta_per_class=500"], "train split has only"),
     (["sweep", "darts", "--storage", "ftp://host/runs"], "unknown scheme"),
     (["sweep", "darts", "--storage", "{tmp}/a-file/runs"], "not a writable directory"),
     (["sweep", "darts", "--name", "n" * 101], "keep it to 100"),
@@ -31,7 +31,7 @@ REFUSED = [
     (["retrain", "--genotype", "{tmp}/geno.json", "--seeds", "-1"], "--seeds"),
     (["retrain", "--genotype", "{tmp}/bad_geno.json"], "reads state 7"),
     (["compare", "nosuchskill"], "unknown skill"),
-    (["ui", "--tracking-uri", "foo://bar"], "scheme"),
+    (["ui", "--tracking-uri", "foo://bar"], "foo://"),
     (["report", "--tracking-uri", "sqlite:///{tmp}/latin1.yaml"], "not an SQLite database"),
 ]
 

@@ -73,7 +73,8 @@ def check_cifar_root(spec: DataSpec) -> None:
             f"(expected {expected_files_text(spec.name)}); {hint}"
         )
     # Every file through the restricted unpickler now: a bad or hostile file is one DataError
-    # before any trial starts (0.7 s for the full CIFAR-10 on a shared 2-core machine).
+    # before any trial starts (0.7-2.8 s for the full CIFAR-10 on a shared, loaded 2-core machine:
+    # `python -m benchmarks.cifar_check`).
     read_cifar_files(spec.name, spec.root)
 
 

@@ -18,13 +18,14 @@ from skillearn.mlo.methods import (
 
 if TYPE_CHECKING:
     from skillearn.mlo.level import Batches, Level, LossFn, ParamDict, Params, Projection
-    from skillearn.mlo.program import ORDERS, MultilevelProgram
+    from skillearn.mlo.order import ORDERS
+    from skillearn.mlo.program import MultilevelProgram
     from skillearn.mlo.projections import linf_ball
     from skillearn.mlo.unroll import UnrollError
 
 _LAZY = {
     "Batches": "level", "Level": "level", "LossFn": "level", "ParamDict": "level",
-    "Params": "level", "Projection": "level", "ORDERS": "program",
+    "Params": "level", "Projection": "level", "ORDERS": "order",
     "MultilevelProgram": "program", "linf_ball": "projections", "UnrollError": "unroll",
 }
 

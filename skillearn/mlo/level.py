@@ -26,7 +26,8 @@ class Level:
     `reads` names the lower levels whose parameters `loss` depends on through their
     one-step-unrolled updates; the upper level's hypergradient flows back through those updates.
     `unroll_lr` is the virtual step size xi used when an upper level unrolls this one
-    (None: the optimizer's current learning rate, as DARTS does).
+    (None: each param group's current learning rate, as DARTS does); the unrolled step is
+    otherwise the optimizer's own (see `unroll`: SGD, Adam and AdamW).
     `depends_on` names the upper levels whose (current) parameters `loss` reads; None means all
     of them. It only prunes work: an upper level's hypergradient skips lower levels it cannot
     reach (LFM's W1 loss reads the architecture but not W2).

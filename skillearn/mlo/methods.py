@@ -14,6 +14,7 @@ This module imports nothing heavy on purpose.
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Literal, overload
@@ -48,10 +49,13 @@ def mixed_product(method: str) -> MixedProduct | None:
             f"unknown hypergradient method {method!r}; use one of {tuple(HYPERGRADIENT_METHODS)}"
         )
     entry = HYPERGRADIENT_METHODS[method]
-    if isinstance(entry, str):
-        module, _, function = entry.partition(":")
-        entry = getattr(importlib.import_module(module), function)
-    return entry
+    return _imported(entry) if isinstance(entry, str) else entry
+
+
+@functools.cache
+def _imported(path: str) -> MixedProduct:
+    module, _, function = path.partition(":")
+    return getattr(importlib.import_module(module), function)
 
 
 class MethodNames(Sequence[str]):

@@ -13,7 +13,8 @@ dDelta/dg = diag(s). A cotangent v on w' therefore reaches u as -grad_u <g, s * 
 mixed product of `hypergrad` applied to a rescaled v (`UnrolledStep.pull_back`). For plain SGD
 s is one number, the step size xi, and v is left as it is. `P` is the level's projection
 (identity when it has none). `torch._foreach_*` keeps SGD to a handful of kernel launches
-however many parameter tensors the level has.
+however many parameter tensors the level has. Not mirrored, as in DARTS' code: the level's
+`grad_clip`, which clips the real step's gradient only.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from skillearn.errors import SkillearnError
+from skillearn.mlo.hypergrad import like_params
 from skillearn.mlo.level import Level, ParamDict, Projection
 
 # torch.optim classes whose step is mirrored here; subclasses may step differently and are not.
@@ -114,6 +116,8 @@ def unrolled_step(level: Level, grads: ParamDict) -> UnrolledStep:
             )
             for i, value, s in zip(indices, group_values, group_scale, strict=True):
                 values[i], scale[i] = value, s
+        # the parameters' memory layout (see `like_params`: a layout flip slows every kernel)
+        values = like_params([level.params[k] for k in keys], values)
         unrolled = dict(zip(keys, values, strict=True))
         if level.projection is None:
             return UnrolledStep(unrolled, scale)

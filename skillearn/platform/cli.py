@@ -232,11 +232,18 @@ def _cmd_ui(args: argparse.Namespace) -> int:
         raise UsageError(f"--port must be between 1 and 65535, got {args.port}")
     uri = check_tracking_uri(args.tracking_uri or default_tracking_uri())
     _check_port_free(args.port)
-    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
-               "--host", "127.0.0.1", "--port", str(args.port)]
+    import os
+
+    from skillearn.platform.secrets import expand_secrets
+
+    # The store goes in the environment, not on the command line: a ${VAR} password expanded
+    # into argv would be visible to every user in `ps`.
+    env = {**os.environ, "MLFLOW_BACKEND_STORE_URI": expand_secrets(uri)}
+    command = [sys.executable, "-m", "mlflow", "ui", "--host", "127.0.0.1",
+               "--port", str(args.port)]
     print(f"MLflow UI on http://127.0.0.1:{args.port} (Ctrl-C to stop)", flush=True)
     try:
-        return subprocess.call(command)
+        return subprocess.call(command, env=env)
     except KeyboardInterrupt:
         return 0
 

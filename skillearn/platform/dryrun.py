@@ -102,6 +102,7 @@ def _set_up_trial(
     spec = data_spec(cfg)
     check_data_spec(spec)
     if spec.name not in LOADED_IN_DRY_RUN:
+        _check_meta_fits(spec)
         return
     if spec not in seen_data:
         seen_data[spec] = _load_small(spec)
@@ -116,6 +117,24 @@ def _set_up_trial(
     except (ValueError, TypeError, RuntimeError) as err:
         message = " ".join(str(err).split())[:300]
         raise UsageError(f"setting up the trial fails: {type(err).__name__}: {message}") from None
+
+
+# Training images per class of the datasets with a fixed size (the val split is a fraction).
+IMAGES_PER_CLASS = {"cifar10": 5000, "cifar100": 500}
+
+
+def _check_meta_fits(spec: Any) -> None:
+    """The meta set is carved from the train split: without loading a fixed-size dataset, its
+    train split per class is known (a borderline case is still caught in the trial)."""
+    per_class = IMAGES_PER_CLASS.get(spec.name)
+    if not per_class:
+        return
+    train_per_class = per_class * (1.0 - spec.val_fraction)
+    if spec.meta_per_class >= train_per_class:
+        raise UsageError(
+            f"meta_per_class={spec.meta_per_class} but {spec.name}'s train split has about "
+            f"{int(train_per_class)} examples per class; lower meta_per_class or val_fraction"
+        )
 
 
 @functools.lru_cache(maxsize=4)

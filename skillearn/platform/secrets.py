@@ -21,11 +21,13 @@ import os
 import re
 import urllib.parse
 
+from skillearn.errors import SkillearnError
+
 PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _AUTHORITY = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<rest>.*)$", re.DOTALL)
 
 
-class SecretError(ValueError):
+class SecretError(SkillearnError):
     """A password given in plain text, or a placeholder whose variable is not set."""
 
 

@@ -15,10 +15,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call
 
 from skillearn.data import Split
 from skillearn.trainables.skill import Knob
+from skillearn.trainables.weights import call_with
 
 FEATURE_LAYERS = ("layer1", "layer2", "layer3")
 
@@ -123,7 +123,7 @@ def logits_and_features(
     merged: dict[str, torch.Tensor] = {}
     for tensors in tensor_sets:
         merged.update(tensors)
-    out = functional_call(net, merged, (x,), {"feature_layer": feature_layer})
+    out = call_with(net, merged, (x,), {"feature_layer": feature_layer})
     return out if feature_layer is not None else (out, None)
 
 

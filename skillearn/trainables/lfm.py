@@ -41,7 +41,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from skillearn.mlo import Level
+from skillearn.mlo import SECOND_ORDER_METHODS, Level
 from skillearn.reweighting.metrics import weight_report
 from skillearn.trainables.encoders import ENCODER_KNOBS, make_encoder
 from skillearn.trainables.group_adam import GroupAdam
@@ -293,6 +293,6 @@ SKILL = Skill(
                             tune=True),
     },
     build=build,
-    methods=("finite_difference", "exact"),
+    methods=SECOND_ORDER_METHODS,
     levels=LEVELS,
 )

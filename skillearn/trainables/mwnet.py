@@ -28,7 +28,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch.func import functional_call
 
 from skillearn.mlo import SECOND_ORDER_METHODS, Level, LossFn
 from skillearn.reweighting.metrics import reweighting_metrics
@@ -71,19 +70,39 @@ def mwnet_train_loss(
     `detach_input=False` (MW-Net's class-imbalance code) reads V's input at the evaluated w
     with its gradient, in the virtual step and in its derivatives alike.
     `normalize` divides by the batch's sum of weights instead of the batch size.
+    V's input at the current w is computed once per batch and weight version: the evaluation at
+    the current w (the unroll) leaves its losses for the perturbed ones (finite-difference pair,
+    exact) to read, and only without it is a no-grad forward run, once (in train mode the
+    outputs do not depend on BatchNorm's running statistics; those see fewer duplicate
+    forwards).
     """
     inputs_of = inputs_of or (lambda losses, features, y: weight_inputs(losses, features))
+    at_current: dict[str, Any] = {}
+
+    def key_of(x: torch.Tensor, y: torch.Tensor) -> tuple:
+        return (x._version, y._version, tuple(t._version for t in current.values()))
+
+    def seen_at_current(x: torch.Tensor, y: torch.Tensor):
+        key = key_of(x, y)
+        if at_current.get("x") is not x or at_current.get("y") is not y or (
+                at_current.get("key") != key):
+            with torch.no_grad():
+                now_logits, now_features = forward(current, x)
+                now_losses = F.cross_entropy(now_logits, y, reduction="none")
+            at_current.update(x=x, y=y, key=key, value=(now_losses, now_features))
+        return at_current["value"]
 
     def loss(p, b):
         x, y, _ = b["train"]
         logits, features = forward(p["w"], x)
         losses = F.cross_entropy(logits, y, reduction="none")
         seen_losses, seen_features = losses, features
-        if detach_input and p["w"] is not current:
-            with torch.no_grad():
-                now_logits, seen_features = forward(current, x)
-                seen_losses = F.cross_entropy(now_logits, y, reduction="none")
-        weights = functional_call(vnet, p["theta"], (inputs_of(seen_losses, seen_features, y),))
+        if detach_input and p["w"] is current:  # the unroll: what the perturbed passes read
+            at_current.update(x=x, y=y, key=key_of(x, y), value=(
+                losses.detach(), None if features is None else features.detach()))
+        elif detach_input:
+            seen_losses, seen_features = seen_at_current(x, y)
+        weights = run_with(vnet, inputs_of(seen_losses, seen_features, y), p["theta"])
         if normalize:
             weights = weights / weights.sum().clamp_min(1e-12) * len(weights)
         return (weights * losses).mean()

@@ -6,7 +6,7 @@ import importlib
 from collections.abc import Mapping
 from typing import Any
 
-from skillearn.mlo.program import ORDERS, update_order
+from skillearn.mlo.order import ORDERS, update_order
 from skillearn.trainables.common import COMMON_KNOBS, KIND_KNOBS
 from skillearn.trainables.skill import ConfigError, Knob, Skill
 
