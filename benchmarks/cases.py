@@ -19,6 +19,7 @@ from torch import nn
 from benchmarks.naive import Architect, ArchitectSettings, Network
 from benchmarks.naive.train_search import network_optimizer, search_step, weight_step
 from skillearn.data import DataBundle, Split
+from skillearn.mlo import HYPERGRADIENT_METHODS
 from skillearn.search_spaces.darts import PRIMITIVES, SpaceConfig, SuperNet
 from skillearn.trainables import get_skill, resolve_config
 from skillearn.trainables.setup import PRESETS, Setup, use_fused_cells
@@ -34,7 +35,7 @@ NAIVE_FIRST_ORDER = "naive/first_order"
 NAIVE_SECOND_ORDER = "naive/second_order"
 NAIVE_LABELS = (NAIVE_PLAIN, NAIVE_FIRST_ORDER, NAIVE_SECOND_ORDER)
 SKILLS = ("darts", "lfm")
-METHODS = ("first_order", "finite_difference", "exact")
+METHODS = tuple(HYPERGRADIENT_METHODS)  # the engine's registry
 
 
 @dataclass(frozen=True)

@@ -66,8 +66,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--methods", default=",".join(cases.METHODS))
     parser.add_argument("--no-naive", action="store_true", help="skip the naive DARTS reference")
     parser.add_argument("--no-memory", action="store_true", help="skip peak-memory measurement")
-    parser.add_argument("--order", default=None, choices=("top_down", "bottom_up"),
-                        help="level update order (default: the skill's default, top_down)")
+    parser.add_argument("--order", default=None,
+                        help="level update order: top_down, bottom_up or level names (default: "
+                        "each skill's own, darts top_down, lfm arch,w1,w2)")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="write every figure to this JSON file")
@@ -189,7 +190,7 @@ def run_variant(variant: cases.Variant, device: torch.device, args: argparse.Nam
         **variant.describe(),
         "warmup": warmup,
         "timed_steps": timed,
-        "order": args.order or "top_down (skill default)",
+        "order": args.order or "each skill's default",
         "timings": {label: t.to_dict() for label, t in timings.items()},
         "memory": memory,
         "ratios": ratios,

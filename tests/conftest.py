@@ -84,8 +84,8 @@ def wait_http(url: str, timeout: float = 90, proc: subprocess.Popen | None = Non
 
 
 @contextlib.contextmanager
-def mlflow_server(backend: str, artifacts: Path, log: Path,
-                  port: int | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
+def mlflow_server(backend: str, artifacts: Path, log: Path, port: int | None = None,
+                  start_timeout: float = 90) -> Iterator[tuple[str, subprocess.Popen]]:
     """`mlflow server` on 127.0.0.1 (a free port) over `backend`, artifacts proxied to a folder."""
     port = port or free_port()
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend,
@@ -97,7 +97,7 @@ def mlflow_server(backend: str, artifacts: Path, log: Path,
                                 start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_http(f"{url}/health", proc=proc)
+        wait_http(f"{url}/health", timeout=start_timeout, proc=proc)
         yield url, proc
     finally:
         with contextlib.suppress(ProcessLookupError):

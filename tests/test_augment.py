@@ -38,3 +38,20 @@ def test_cutout_zeroes_one_square_of_at_most_length_squared_pixels() -> None:
     assert (per_image <= 16).all() and (per_image > 0).all()
     assert (per_image == 16).any()  # a hole fully inside the image is exactly length x length
     assert torch.equal(out[~zeroed[:, None].expand_as(x)], x[~zeroed[:, None].expand_as(x)])
+
+
+def test_random_shift_is_a_window_of_the_zero_padded_image() -> None:
+    import torch.nn.functional as F
+
+    from skillearn.data.augment import random_shift
+
+    x, pad = _images(n=32, size=6), 2
+    out = random_shift(x, torch.Generator().manual_seed(3), pad)
+    padded = F.pad(x, (pad, pad, pad, pad))
+    offsets = set()
+    for i in range(len(x)):  # exactly one window of the padded image matches each output
+        hits = [(dy, dx) for dy in range(2 * pad + 1) for dx in range(2 * pad + 1)
+                if torch.equal(out[i], padded[i, :, dy : dy + 6, dx : dx + 6])]
+        assert len(hits) == 1
+        offsets.add(hits[0])
+    assert len(offsets) > 5  # shifts vary across images

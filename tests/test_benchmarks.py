@@ -115,3 +115,57 @@ def test_cifar_shaped_runs_report_the_projected_search_time(tmp_path, monkeypatc
         median_ms * steps / 3.6e6)
     assert "projected_50_epoch_cifar10_search_h_naive" in result["headline"]
     assert cases.PLAIN_FUSED in result["timings"]  # 32 px: trials use DARTS' cells
+
+
+# --------------------------------------------------------------------------------------------
+# benchmarks.peers: skillearn against Betty (Betty optional)
+def _peers_run(tmp_path, *extra: str) -> dict:
+    from benchmarks import peers
+
+    path = tmp_path / "peers.json"
+    peers.main(["--cases", "mwnet_tiny,darts_tiny", "--steps", "2", "--warmup", "1",
+                "--repeats", "1", "--no-memory", "--quiet", "--json", str(path), *extra])
+    return json.loads(path.read_text())
+
+
+def test_peers_without_betty_times_skillearn_and_says_why(tmp_path, capsys):
+    payload = _peers_run(tmp_path, "--no-betty")
+    assert any("Betty rows skipped" in note for note in payload["notes"])
+    assert "Betty rows skipped" in capsys.readouterr().out
+    for result in payload["results"]:
+        assert set(result["pooled_timings"]) == {"plain", "skillearn", "skillearn_reuse"}
+        assert set(result["step_ratios"]) == {"skillearn/plain", "skillearn_reuse/plain"}
+        assert all(r["median"] > 0 for r in result["step_ratios"].values())
+        mixed = result["hypergradients"]["mixed"]
+        assert "betty" not in mixed and "betty_restore_displacement" not in result[
+            "hypergradients"]
+    mwnet = payload["results"][0]["hypergradients"]["mixed"]
+    # MW-Net's loss is smooth in w: the finite difference matches the double backward
+    assert mwnet["noise"]["cos_skillearn_exact"] > 0.99
+
+
+def test_peers_missing_betty_is_a_note_not_a_crash(monkeypatch):
+    from benchmarks import peers
+
+    monkeypatch.setitem(sys.modules, "betty", None)  # `import betty` raises ImportError
+    reason = peers.betty_missing_reason()
+    assert reason is not None and "pip install --no-deps" in reason
+
+
+def test_peers_with_betty_compares_both_engines(tmp_path):
+    pytest.importorskip("betty")
+    from benchmarks import peers
+
+    payload = _peers_run(tmp_path)
+    assert payload["environment"]["betty"]
+    for result in payload["results"]:
+        assert {"skillearn/betty", "skillearn_reuse/betty", "betty/plain"} <= set(
+            result["step_ratios"])
+        hyper = result["hypergradients"]
+        # both engines' finite differences of the same quantity on the same state agree
+        betty_quantity = hyper["mixed"]["betty"]["quantity"]
+        assert hyper["mixed"][betty_quantity]["cos_skillearn_betty"] > 0.99
+        # Betty 0.1.x leaves the lower weights at w - eps v (||eps v|| = darts_alpha); a fixed
+        # Betty restores them exactly: nothing else may move them
+        shift = hyper["betty_restore_displacement"]
+        assert min(shift, abs(shift - peers.FD_RADIUS)) < 1e-4

@@ -97,6 +97,38 @@ def test_factorized_reduce_odd_sizes() -> None:
     assert fr(torch.randn(2, 4, 8, 8)).shape == (2, 5, 4, 4)
 
 
+def test_strided_pointwise_is_the_stride_two_conv() -> None:
+    x, weight = torch.randn(2, 6, 7, 7), torch.randn(3, 6, 1, 1)
+    expected = torch.nn.functional.conv2d(x, weight, stride=2)
+    assert torch.allclose(darts_ops.strided_pointwise(x, weight), expected, atol=1e-6)
+
+
+NHWC_STEP = """
+import torch
+from skillearn.search_spaces.darts import SpaceConfig, SuperNet
+torch.manual_seed(0)
+for fused in (True, False):  # nodes=1: the cell after the reduction reduces 4 channels
+    space = SpaceConfig(in_channels=1, channels=4, cells=3, nodes=1, num_classes=10)
+    net = SuperNet(space, fused=fused).use_channels_last().train()
+    for _ in range(5):
+        net(torch.randn(8, 1, 8, 8)).square().mean().backward()
+print("ok")
+"""
+
+
+def test_nhwc_supernet_backward_survives_avx2_onednn() -> None:
+    """CI's CPUs lack AVX-512; there oneDNN's NHWC stride-2 1x1 conv backward with < 8
+    channels corrupted the heap (CI died with SIGSEGV). Emulated here with oneDNN's ISA cap."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", NHWC_STEP], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
 # --------------------------------------------------------------------------- supernet
 
 

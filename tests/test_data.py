@@ -143,6 +143,45 @@ def test_uniform_noise_changes_rate_times_c_minus_1_over_c():
     assert not b.val.is_noisy.any() and not b.test.is_noisy.any()
 
 
+def test_flip2_noise_hits_the_rate_with_two_targets_per_class():
+    rate = 0.4
+    b = load_data(DataSpec(noise_rate=rate, noise_type="flip2", val_fraction=0.1))
+    targets = np.array(b.record["flip2_map"])
+    assert targets.shape == (C, 2)
+    assert all(len({c, *targets[c]}) == 3 for c in range(C))  # two distinct targets != c
+    n = len(b.train)
+    frac = b.train.is_noisy.float().mean().item()
+    assert abs(frac - rate) <= binomial_tol(rate, n)
+    noisy = b.train.is_noisy
+    clean_y, y = b.train.clean_y[noisy].numpy(), b.train.y[noisy].numpy()
+    assert np.all((y == targets[clean_y, 0]) | (y == targets[clean_y, 1]))
+    # each target gets about half of the corrupted labels (p/2 each)
+    first = float(np.mean(y == targets[clean_y, 0]))
+    assert abs(first - 0.5) <= binomial_tol(0.5, len(y))
+    for c in range(C):  # both targets are used in every class
+        assert set(y[clean_y == c].tolist()) == set(targets[c].tolist())
+
+
+def test_pair_noise_is_a_fixed_permutation():
+    rate = 0.3
+    a = load_data(DataSpec(noise_rate=rate, noise_type="pair", seed=0))
+    b = load_data(DataSpec(noise_rate=rate, noise_type="pair", seed=1))
+    assert a.record["flip_map"] == b.record["flip_map"] == [(c + 1) % C for c in range(C)]
+    frac = a.train.is_noisy.float().mean().item()
+    assert abs(frac - rate) <= binomial_tol(rate, len(a.train))
+    noisy = a.train.is_noisy
+    assert torch.equal(a.train.y[noisy], (a.train.clean_y[noisy] + 1) % C)
+
+
+def test_val_fraction_sets_the_validation_share():
+    b = load_data(DataSpec(val_fraction=0.1, meta_per_class=10))
+    pool = DIGITS_N - 359
+    assert len(b.val) == round(0.1 * pool)
+    assert len(b.train) == pool - len(b.val) - 10 * C
+    with pytest.raises(DataError, match="val_fraction"):
+        check_data_spec(DataSpec(val_fraction=1.5))
+
+
 def test_noise_is_seeded():
     a = load_data(DataSpec(noise_rate=0.3, noise_type="flip", seed=1))
     b = load_data(DataSpec(noise_rate=0.3, noise_type="flip", seed=1))
@@ -188,7 +227,11 @@ def test_meta_set_is_clean_balanced_and_disjoint():
     assert np.bincount(b.meta.y.numpy(), minlength=C).tolist() == [5] * C
     assert not b.meta.is_noisy.any()
     assert not (ids(b.meta) & (ids(b.train) | ids(b.val) | ids(b.test)))
-    assert len(b.val) == 719 - 5 * C
+    # carved from the training part (MW-Net's code), so validation keeps its size
+    assert len(b.val) == 719
+    plain = load_data(DataSpec(meta_per_class=5))
+    assert len(plain.train) == 719 - 5 * C
+    assert ids(plain.meta) | ids(plain.train) == ids(load_data(DataSpec()).train)
     assert b.record["sizes"]["meta"] == 5 * C
     with pytest.raises(DataError, match="meta_per_class"):
         load_data(DataSpec(meta_per_class=500))
@@ -223,7 +266,7 @@ def test_unknown_dataset_lists_known_ones():
     [
         ({"noise_rate": 1.0}, "noise_rate"),
         ({"noise_rate": -0.1}, "noise_rate"),
-        ({"noise_type": "pair"}, "noise_type"),
+        ({"noise_type": "symmetric"}, "noise_type"),
         ({"imbalance": 0.5}, "imbalance"),
         ({"val_fraction": 0.0}, "val_fraction"),
         ({"val_fraction": 1.0}, "val_fraction"),
@@ -456,6 +499,28 @@ def test_batch_stream_pairs_and_seeding():
         assert torch.equal(x, split.x[pos]) and torch.equal(y, split.y[pos])
     big = BatchStream(split, batch_size=64, seed=0)  # clamped to the split size
     assert big.steps_per_epoch == 1 and len(next(iter(big))[0]) == 10
+
+
+def test_augmented_stream_is_seeded_and_keeps_the_order():
+    from skillearn.data.augment import training_augmentation
+
+    n = 12
+    y = torch.arange(n) % 3
+    split = Split(x=torch.randn(n, 3, 32, 32), y=y, clean_y=y.clone(), index=torch.arange(n))
+    augment = training_augmentation("auto", (3, 32, 32))
+    assert augment is not None and training_augmentation("auto", (1, 8, 8)) is None
+    assert training_augmentation("off", (3, 32, 32)) is None
+
+    def batches(seed, aug=augment):
+        return [b for _, b in zip(range(5), BatchStream(split, 4, seed=seed, augment=aug),
+                                  strict=False)]
+
+    a, b, c, plain = batches(5), batches(5), batches(6), batches(5, None)
+    assert all(torch.equal(p[0], q[0]) for p, q in zip(a, b, strict=True))  # same seed
+    assert not all(torch.equal(p[0], q[0]) for p, q in zip(a, c, strict=True))  # other seed
+    # augmentation changes the images, never which examples come in which order
+    assert all(torch.equal(p[2], q[2]) for p, q in zip(a, plain, strict=True))
+    assert not all(torch.equal(p[0], q[0]) for p, q in zip(a, plain, strict=True))
 
 
 def test_iterate_once_in_order(digits):

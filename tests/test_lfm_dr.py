@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from skillearn.data import DataSpec, load_data
-from skillearn.reweighting.plots import draw_learned_weights, learned_weight_stats
+from skillearn.reweighting.trends import draw_weight_trends, has_trends, trend_values
 from skillearn.trainables import get_skill, resolve_config
 from skillearn.trainables.normalized_sgd import NormalizedSGD
 from skillearn.trainables.runner import run_skill
@@ -84,13 +84,13 @@ def test_normalized_sgd_moves_each_group_by_its_lr_and_leaves_zero_gradients_alo
 
 def test_learned_weights_plot(tmp_path) -> None:
     result = {"a_mean": 0.5, "a_std": 0.1, "b_mean": 1.0, "b_std": 0.2, "r_mean": "x",
-              "weight_clean_mean": 1.2, "weight_noisy_mean": 0.7,
-              "a_weight_clean_mean": float("nan")}
-    stats = learned_weight_stats(result)
-    assert stats == {"a": {"mean": 0.5, "std": 0.1},
-                     "b": {"mean": 1.0, "std": 0.2, "clean": 1.2, "noisy": 0.7}}
-    history = {1: stats, 2: {"a": {"mean": 0.6, "std": 0.1}, "b": {"mean": 1.1, "std": 0.3}}}
-    assert draw_learned_weights(history, tmp_path / "w.png").stat().st_size > 0
+              "weight_clean_mean": 1.2, "weight_noisy_mean": 0.7}
+    values = trend_values(result)
+    assert values == {"a_mean": 0.5, "a_std": 0.1, "b_mean": 1.0, "b_std": 0.2,
+                      "weight_clean_mean": 1.2, "weight_noisy_mean": 0.7}
+    assert has_trends(values) and not has_trends(trend_values({"r_mean": "x"}))
+    history = {1: values, 2: {**values, "b_mean": 1.1}}
+    assert draw_weight_trends(history, tmp_path / "w.png").stat().st_size > 0
 
 
 def test_resume_continues_b_v_r_exactly(tmp_path) -> None:

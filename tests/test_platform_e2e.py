@@ -73,6 +73,9 @@ def test_sweep_logs_trials_to_mlflow(skill: str, local_ray, tmp_path: Path) -> N
         assert {"val_acc", "test_acc", "train_loss"} <= set(run.data.metrics)
         names = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"genotype.json", "cell_normal.png"} <= names
+        if skill == "lfm":  # the learned weighting, per epoch and as a plot
+            assert {"r_mean", "r_std", "a_mean", "a_std"} <= set(run.data.metrics)
+            assert "learned_weights.png" in names
 
 
 def _kill_group(proc: subprocess.Popen, ray_tmp: str) -> None:

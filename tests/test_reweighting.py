@@ -24,6 +24,7 @@ from skillearn.reweighting import (
     weight_means,
     weighted_cross_entropy,
 )
+from skillearn.reweighting.mwnet import MWNET_INPUTS
 from skillearn.reweighting.plots import draw_weight_function, draw_weight_histogram
 from skillearn.search_spaces.hpo import define_by_run
 from skillearn.trainables import get_skill
@@ -173,11 +174,11 @@ def test_mwnet_nas_space_suggests_only_active_knobs() -> None:
         seen_inputs.add(params["mwnet_input"])
         expected = {"mwnet_layers", "mwnet_input"} | {f"mwnet_hidden_{k}"
                                                      for k in range(1, layers + 1)}
-        if params["mwnet_input"] == "loss+feature":
+        if "feature" in params["mwnet_input"]:
             expected.add("mwnet_feature_layer")
         assert set(params) == expected  # nothing inactive, no optimiser knobs
         study.tell(trial, float(layers))
-    assert seen_layers == {1, 2, 3} and seen_inputs == {"loss", "loss+feature"}
+    assert seen_layers == {1, 2, 3} and seen_inputs == set(MWNET_INPUTS)
 
 
 # ------------------------------------------------------------------------ end to end
@@ -226,3 +227,23 @@ def test_classifier_exposes_intermediate_features() -> None:
         net = make_classifier("auto", shape, 10)
         logits, feature = net(torch.randn(2, *shape), feature_layer="layer2")
         assert logits.shape == (2, 10) and feature.shape == (2, net.feature_dims["layer2"])
+
+
+def test_mwnet_input_at_current_weights_follows_the_weights() -> None:
+    """V's input at the current w is computed once per weight version (the finite-difference
+    pair shares it): after real steps move w, the loss must read the new current losses."""
+    program, batches, (net, vnet, *_) = _tiny_mwnet_program("finite_difference")
+    w, theta = program.levels["w"].params, program.levels["theta"].params
+    loss = program.levels["w"].loss
+    shifted = {k: t.detach() + 0.1 for k, t in w.items()}
+    loss({"w": shifted, "theta": theta}, batches)  # fills the cache at the first weights
+    for _ in range(2):
+        program.step(batches)
+    fresh = mwnet_train_loss(lambda params, xb: (functional_call(net, params, (xb,)), None),
+                             vnet, w, normalize=False)
+    cached = loss({"w": shifted, "theta": theta}, batches)
+    torch.testing.assert_close(cached, fresh({"w": shifted, "theta": theta}, batches),
+                               rtol=0, atol=0)
+    loss({"w": w, "theta": theta}, batches)  # at the current w: leaves its losses behind
+    reused = loss({"w": shifted, "theta": theta}, batches)
+    torch.testing.assert_close(reused, cached, rtol=0, atol=0)

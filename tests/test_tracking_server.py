@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+import urllib.parse
 import uuid
 from pathlib import Path
 
@@ -32,21 +33,29 @@ def postgres_url() -> str:
 
 
 def test_sweep_logs_to_a_postgres_backed_server(postgres_url: str, tmp_path: Path,
-                                                capsys) -> None:
+                                                capsys, monkeypatch) -> None:
     import optuna
     from mlflow.tracking import MlflowClient
 
+    from skillearn.platform.secrets import split_userinfo
+
     # The study lives in the same database, in its own schema: MLflow and Optuna both keep
-    # their schema version in a table named alembic_version.
+    # their schema version in a table named alembic_version. Its password is read from the
+    # environment (skillearn refuses one written into the URL).
+    scheme, user, password, rest = split_userinfo(postgres_url)
+    monkeypatch.setenv("SKL_TEST_DB_PASSWORD", urllib.parse.unquote(password or ""))
     optuna_url = f"{postgres_url}?options=-csearch_path%3Doptuna"
+    optuna_template = f"{scheme}{user}:${{SKL_TEST_DB_PASSWORD}}@{rest}" \
+        "?options=-csearch_path%3Doptuna"
     experiment = f"server-{uuid.uuid4().hex[:8]}"  # the database outlives test runs
     name = f"pg-{uuid.uuid4().hex[:8]}"
-    with mlflow_server(postgres_url, tmp_path / "artifacts", tmp_path / "server.log") as (url, _):
+    with mlflow_server(postgres_url, tmp_path / "artifacts", tmp_path / "server.log",
+                       start_timeout=300) as (url, _):
         started = time.perf_counter()
         code = main(["sweep", "darts", "--samples", "2", "--no-asha",
                      "--storage", str(tmp_path / "runs"), "--name", name,
                      "--tracking-uri", url, "--experiment", experiment,
-                     "--optuna-storage", optuna_url, *TINY])
+                     "--optuna-storage", optuna_template, *TINY])
         took = time.perf_counter() - started
         assert code == 0
         client = MlflowClient(url)
@@ -55,8 +64,8 @@ def test_sweep_logs_to_a_postgres_backed_server(postgres_url: str, tmp_path: Pat
         parents = [r for r in runs if r.data.tags.get("skillearn.role") == "sweep"]
         children = [r for r in runs if r.data.tags.get("skillearn.role") == "trial"]
         assert len(parents) == 1 and len(children) == 2
-        assert parents[0].data.params["optuna_storage"] == redact(optuna_url)
-        assert ":***@" in parents[0].data.params["optuna_storage"]
+        assert parents[0].data.params["optuna_storage"] == redact(optuna_template)
+        assert ":${SKL_TEST_DB_PASSWORD}@" in parents[0].data.params["optuna_storage"]
         for run in children:
             assert run.info.status == "FINISHED"
             assert {"val_acc", "test_acc", "train_loss"} <= set(run.data.metrics)

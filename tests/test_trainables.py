@@ -146,3 +146,22 @@ def test_fused_cells_knob_picks_the_cell_layout() -> None:
         assert net.channels_last
     with pytest.raises(ConfigError, match="fused_cells"):
         resolve_config(get_skill("darts"), {"fused_cells": "sometimes"})
+
+
+def test_call_with_swaps_only_what_differs_and_keeps_tied_weights_tied() -> None:
+    from torch import nn
+    from torch.func import functional_call
+
+    from skillearn.trainables.weights import call_with
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 3)
+    net = nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 3))
+    other = {k: t.detach() * 2 for k, t in net.named_parameters()}
+    assert torch.equal(call_with(net, other, (x,)), functional_call(net, other, (x,)))
+    assert torch.equal(call_with(net, dict(net.named_parameters()), (x,)), net(x))
+    tied = nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 3))
+    tied[1].weight = tied[0].weight  # one parameter, two names: both must be replaced
+    zeros = {"0.weight": torch.zeros(3, 3)}
+    assert torch.equal(call_with(tied, zeros, (x,)), functional_call(tied, zeros, (x,)))
+    assert not torch.equal(call_with(tied, zeros, (x,)), tied(x))

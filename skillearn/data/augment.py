@@ -7,22 +7,29 @@ Python loop, no DataLoader workers. Search, reweighting and retraining share the
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
 
 def random_shift(x: torch.Tensor, generator: torch.Generator, pad: int) -> torch.Tensor:
-    """Pad-and-crop (zero padding): each image shifted by up to `pad` pixels in x and y."""
+    """Pad-and-crop (zero padding): each image shifted by up to `pad` pixels in x and y.
+
+    One `gather` over the flattened padded images (3-4x faster on CPU than an advanced index
+    over rows and columns, same result).
+    """
     if pad <= 0:
         return x
-    n, _, h, w = x.shape
+    n, c, h, w = x.shape
     padded = F.pad(x, (pad, pad, pad, pad))
-    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-    rows = (dy[:, None] + torch.arange(h)[None]).to(x.device)
-    cols = (dx[:, None] + torch.arange(w)[None]).to(x.device)
-    batch = torch.arange(n, device=x.device)[:, None, None]
-    return padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
+    rows = dy[:, None] + torch.arange(h, device=x.device)[None]
+    cols = dx[:, None] + torch.arange(w, device=x.device)[None]
+    flat = rows[:, :, None] * (w + 2 * pad) + cols[:, None, :]  # (N, H, W) into the padded image
+    index = flat.reshape(n, 1, h * w).expand(n, c, h * w)
+    return padded.reshape(n, c, -1).gather(2, index).reshape(n, c, h, w)
 
 
 def random_flip(x: torch.Tensor, generator: torch.Generator, p: float = 0.5) -> torch.Tensor:
@@ -52,3 +59,20 @@ def cutout(x: torch.Tensor, generator: torch.Generator, length: int) -> torch.Te
     in_cols = (cols >= (cx[:, None] - half)) & (cols < (cx[:, None] - half + length))
     hole = in_rows[:, :, None] & in_cols[:, None, :]  # (N, H, W)
     return x * (~hole)[:, None].to(x.dtype)
+
+
+Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+AUGMENT_MIN_PX = 32  # `augment=auto` turns crop+flip on from CIFAR's size up
+
+
+def training_augmentation(setting: str, input_shape: tuple[int, ...]) -> Augment | None:
+    """The `augment` knob: crop (pad 4 at 32 px, px/8 otherwise) + flip, or None.
+
+    `auto` is on for inputs of at least 32 px, where DARTS, MW-Net and LFM all train with it;
+    the 8 px digits stay unaugmented (a mirrored digit is a different digit).
+    """
+    px = int(input_shape[-1])
+    if setting == "off" or (setting == "auto" and px < AUGMENT_MIN_PX):
+        return None
+    pad = max(1, px // 8)
+    return lambda x, generator: crop_flip(x, generator, pad)

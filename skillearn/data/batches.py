@@ -7,8 +7,11 @@ from collections.abc import Iterator
 
 import torch
 
+from .augment import Augment
 from .bundle import Split
 from .errors import DataError
+
+AUGMENT_SEED_OFFSET = 0x5EED
 
 
 class BatchStream:
@@ -18,6 +21,8 @@ class BatchStream:
     generator, so two streams with the same seed yield the same batches regardless of global RNG
     state. Bilevel methods step train and val streams independently, hence infinite iteration.
     A batch_size larger than the split is clamped to the split size (one batch per pass).
+    `augment(x, generator)` (e.g. crop+flip) transforms each batch on the device with its own
+    generator seeded from `seed`, so augmented batches are as reproducible as the order.
     """
 
     def __init__(
@@ -27,6 +32,7 @@ class BatchStream:
         seed: int,
         device: torch.device | str = "cpu",
         drop_last: bool = True,
+        augment: Augment | None = None,
     ) -> None:
         n = len(split)
         if n == 0:
@@ -37,6 +43,7 @@ class BatchStream:
         self.batch_size = min(int(batch_size), n)
         self.drop_last = drop_last
         self.seed = int(seed)
+        self.augment = augment
         self.n = n
         self.steps_per_epoch = n // self.batch_size if drop_last else math.ceil(n / self.batch_size)
         self._x = split.x.to(self.device)
@@ -49,12 +56,17 @@ class BatchStream:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         gen = torch.Generator().manual_seed(self.seed)  # each iter() restarts the same sequence
+        # a second stream for augmentation, so switching it on never changes the batch order
+        aug_gen = torch.Generator().manual_seed(self.seed + AUGMENT_SEED_OFFSET)
         bs = self.batch_size
         while True:
             perm = torch.randperm(self.n, generator=gen).to(self.device)
             for step in range(self.steps_per_epoch):
                 sel = perm[step * bs : (step + 1) * bs]
-                yield self._x[sel], self._y[sel], self._index[sel]
+                x = self._x[sel]
+                if self.augment is not None:
+                    x = self.augment(x, aug_gen)
+                yield x, self._y[sel], self._index[sel]
 
 
 def iterate_once(

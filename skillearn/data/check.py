@@ -9,7 +9,7 @@ from .errors import DataError
 from .registry import LOADERS, ROOT_CHECKS, available_datasets
 from .spec import DataSpec
 
-NOISE_TYPES = ("uniform", "flip")
+NOISE_TYPES = ("uniform", "flip", "flip2", "pair")
 
 
 def _is_int(v: object) -> bool:

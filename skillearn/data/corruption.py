@@ -48,6 +48,26 @@ def random_flip_map(num_classes: int, rng: np.random.Generator) -> np.ndarray:
     return (np.arange(num_classes) + offsets) % num_classes
 
 
+def two_target_map(num_classes: int, rng: np.random.Generator) -> np.ndarray:
+    """For each class c two seeded, distinct targets != c, shape (C, 2): the 'flip2' noise map.
+
+    As the GLC / MW-Net / LFM code's `flip_labels_C_two`: a corrupted label goes to either
+    target with probability 1/2 each, so each target receives rate/2 of the class.
+    """
+    if num_classes < 3:
+        raise ValueError("flip2 noise needs at least 3 classes")
+    others = [rng.permutation(np.delete(np.arange(num_classes), c))[:2] for c in range(num_classes)]
+    return np.stack(others).astype(np.int64)
+
+
+def pair_flip_map(num_classes: int) -> np.ndarray:
+    """c -> (c + 1) mod C: Co-teaching's 'pair' flip, a fixed permutation (each class sends to
+    and receives from exactly one other class), the same for every seed."""
+    if num_classes < 2:
+        raise ValueError("pair noise needs at least 2 classes")
+    return (np.arange(num_classes) + 1) % num_classes
+
+
 def uniform_noise(
     labels: np.ndarray, num_classes: int, rate: float, rng: np.random.Generator
 ) -> np.ndarray:
@@ -66,3 +86,12 @@ def flip_noise(
     """With prob. rate, replace label c by flip_map[c] (always a different class)."""
     hit = rng.random(len(labels)) < rate
     return np.where(hit, flip_map[labels], labels).astype(np.int64)
+
+
+def flip2_noise(
+    labels: np.ndarray, targets: np.ndarray, rate: float, rng: np.random.Generator
+) -> np.ndarray:
+    """With prob. rate, replace label c by targets[c, 0] or targets[c, 1] (p/2 each)."""
+    hit = rng.random(len(labels)) < rate
+    which = rng.integers(0, 2, size=len(labels))
+    return np.where(hit, targets[labels, which], labels).astype(np.int64)

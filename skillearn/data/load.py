@@ -10,7 +10,15 @@ import torch
 from . import splits as S
 from .bundle import DataBundle, Split
 from .check import check_data_spec
-from .corruption import apply_imbalance, flip_noise, random_flip_map, uniform_noise
+from .corruption import (
+    apply_imbalance,
+    flip2_noise,
+    flip_noise,
+    pair_flip_map,
+    random_flip_map,
+    two_target_map,
+    uniform_noise,
+)
 from .errors import DataError
 from .raw import RawData
 from .registry import LOADERS
@@ -43,8 +51,11 @@ def load_data(spec: DataSpec) -> DataBundle:
       1. test split: the official one (CIFAR) or a stratified `test_fraction` of the data;
       2. `limit`: stratified cap on the remaining (non-test) pool;
       3. val split: stratified `val_fraction` of the pool; the rest is train;
-      4. meta: `meta_per_class` clean examples per class moved out of val (disjoint from it);
+      4. meta: `meta_per_class` clean examples per class moved out of train (before any
+         corruption), as MW-Net's code carves its meta set from the training images;
       5. train only: long-tail imbalance, then label noise (counts use clean labels);
+         noise `uniform`, `flip` (one seeded target per class), `flip2` (two seeded targets,
+         rate/2 each) or `pair` (c -> c+1, a fixed permutation);
       6. normalise every split with the train split's per-channel mean/std.
     Example ids (`Split.index`) are positions in the dataset's own training array; official test
     examples get ids len(train array) + position, so ids are unique across all splits.
@@ -76,16 +87,21 @@ def load_data(spec: DataSpec) -> DataBundle:
 
     meta_idx = None
     if spec.meta_per_class > 0:
-        have = np.bincount(raw.y[val_idx], minlength=C)
+        have = np.bincount(raw.y[train_idx], minlength=C)
         if have.min() < spec.meta_per_class:
             raise DataError(
-                f"meta_per_class={spec.meta_per_class} but the val split has only "
+                f"meta_per_class={spec.meta_per_class} but the train split has only "
                 f"{int(have.min())} examples of class {int(have.argmin())}; "
-                f"lower meta_per_class or raise val_fraction"
+                f"lower meta_per_class or val_fraction"
             )
-        meta_idx, val_idx = S.take_per_class(
-            val_idx, raw.y[val_idx], dict.fromkeys(range(C), spec.meta_per_class), rng(S.STAGE_META)
+        meta_idx, train_idx = S.take_per_class(
+            train_idx, raw.y[train_idx], dict.fromkeys(range(C), spec.meta_per_class),
+            rng(S.STAGE_META),
         )
+        if len(train_idx) == 0:
+            raise DataError(
+                f"meta_per_class={spec.meta_per_class} takes every training example; lower it"
+            )
 
     counts_before = _counts(raw.y[train_idx], C)
     n_max, targets = None, None
@@ -95,10 +111,14 @@ def load_data(spec: DataSpec) -> DataBundle:
         )
     clean_train_y = raw.y[train_idx]
 
-    flip_map = None
-    if spec.noise_rate > 0 and spec.noise_type == "flip":
-        flip_map = random_flip_map(C, rng(S.STAGE_FLIP_MAP))
+    flip_map, flip2_map = None, None
+    if spec.noise_rate > 0 and spec.noise_type in ("flip", "pair"):
+        flip_map = (random_flip_map(C, rng(S.STAGE_FLIP_MAP)) if spec.noise_type == "flip"
+                    else pair_flip_map(C))
         train_y = flip_noise(clean_train_y, flip_map, spec.noise_rate, rng(S.STAGE_NOISE))
+    elif spec.noise_rate > 0 and spec.noise_type == "flip2":
+        flip2_map = two_target_map(C, rng(S.STAGE_FLIP_MAP))
+        train_y = flip2_noise(clean_train_y, flip2_map, spec.noise_rate, rng(S.STAGE_NOISE))
     elif spec.noise_rate > 0:
         train_y = uniform_noise(clean_train_y, C, spec.noise_rate, rng(S.STAGE_NOISE))
     else:
@@ -148,6 +168,7 @@ def load_data(spec: DataSpec) -> DataBundle:
         "actual_noise_rate": n_noisy / max(len(train_y), 1),
         "num_noisy": n_noisy,
         "flip_map": [int(c) for c in flip_map] if flip_map is not None else None,
+        "flip2_map": flip2_map.tolist() if flip2_map is not None else None,
         "val_class_counts": _counts(raw.y[val_idx], C),
         "norm_mean": [float(v) for v in mean],
         "norm_std": [float(v) for v in std],
@@ -181,5 +202,7 @@ def _validate_raw(spec: DataSpec, raw: RawData, num_classes: int) -> None:
                 f"dataset {spec.name!r}: labels outside 0..{num_classes - 1}; the files do not "
                 f"match their class list"
             )
-    if spec.noise_type == "flip" and spec.noise_rate > 0 and num_classes < 2:
-        raise DataError(f"dataset {spec.name!r} has one class; flip noise needs at least 2")
+    needs = {"flip": 2, "pair": 2, "flip2": 3}.get(spec.noise_type, 0)
+    if spec.noise_rate > 0 and num_classes < needs:
+        raise DataError(f"dataset {spec.name!r} has {num_classes} classes; "
+                        f"{spec.noise_type} noise needs at least {needs}")

@@ -7,7 +7,8 @@ grad_u <grad_w f, v>:
 - `finite_difference`: DARTS' central difference
   (grad_u f(w + eps v, u) - grad_u f(w - eps v, u)) / (2 eps),  eps = radius / ||v||.
 The perturbed points are new tensors, so w is never written to: it is restored bit-exactly
-because it is never changed.
+because it is never changed. Both have `methods.MixedProduct`'s signature and are registered by
+name in `methods.HYPERGRADIENT_METHODS`.
 """
 
 from __future__ import annotations
@@ -30,13 +31,26 @@ def global_norm(tensors: Tensors) -> torch.Tensor:
     return torch.linalg.vector_norm(torch.stack([n.to(norms[0].dtype) for n in norms]))
 
 
+def like_params(params: Tensors, tensors: Tensors) -> list[torch.Tensor]:
+    """`tensors` with the memory layout of `params` (a copy only where the strides differ).
+
+    Gradients and foreach results may come back in another layout than the parameters (NCHW
+    grads of NHWC weights; size-1 dims make the tie-break ambiguous). A weight's strides steer
+    the kernels: the stem conv of a 1-channel NHWC supernet ran the whole network in NCHW at the
+    unrolled point, 1.6x slower than at the parameters. Same values, the parameters' layout.
+    """
+    return [t if t.stride() == p.stride() else torch.empty_like(p).copy_(t)
+            for p, t in zip(params, tensors, strict=True)]
+
+
 def mixed_vjp_exact(
     loss_at: Callable[[Tensors], torch.Tensor],
     w: Tensors,
     inputs: Tensors,
     v: Tensors,
+    radius: float = 0.0,
 ) -> list[torch.Tensor]:
-    """grad_inputs <grad_w f(w, inputs), v> by double backward."""
+    """grad_inputs <grad_w f(w, inputs), v> by double backward (`radius` is unused: no step)."""
     w_leaf = [t.detach().requires_grad_(True) for t in w]
     with torch.enable_grad():
         loss = loss_at(w_leaf)
@@ -64,8 +78,8 @@ def mixed_vjp_finite_difference(
     eps = radius / (global_norm(v) + 1e-12)
     with torch.no_grad():
         step = torch._foreach_mul(list(v), eps)
-        w_plus = torch._foreach_add(list(w), step)
-        w_minus = torch._foreach_sub(list(w), step)
+        w_plus = like_params(w, torch._foreach_add(list(w), step))
+        w_minus = like_params(w, torch._foreach_sub(list(w), step))
     with torch.enable_grad():
         grads_plus = _grad_or_zeros(loss_at(w_plus), inputs)
         grads_minus = _grad_or_zeros(loss_at(w_minus), inputs)

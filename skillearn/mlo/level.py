@@ -14,6 +14,9 @@ ParamDict = dict[str, torch.Tensor]
 Params = Mapping[str, Mapping[str, torch.Tensor]]
 Batches = Mapping[str, Any]
 LossFn = Callable[[Params, Batches], torch.Tensor]
+# Maps a level's parameters to the nearest point of its feasible set (same keys, new tensors);
+# differentiable where the set's boundary is not, e.g. a clamp onto an infinity-norm ball.
+Projection = Callable[[Mapping[str, torch.Tensor]], Mapping[str, torch.Tensor]]
 
 
 @dataclass
@@ -23,10 +26,16 @@ class Level:
     `reads` names the lower levels whose parameters `loss` depends on through their
     one-step-unrolled updates; the upper level's hypergradient flows back through those updates.
     `unroll_lr` is the virtual step size xi used when an upper level unrolls this one
-    (None: the optimizer's current learning rate, as DARTS does).
+    (None: each param group's current learning rate, as DARTS does); the unrolled step is
+    otherwise the optimizer's own (see `unroll`: SGD, Adam and AdamW).
     `depends_on` names the upper levels whose (current) parameters `loss` reads; None means all
     of them. It only prunes work: an upper level's hypergradient skips lower levels it cannot
     reach (LFM's W1 loss reads the architecture but not W2).
+    `maximize=True` makes the level ascend its loss (an adversary, a worst-case generator): the
+    engine descends -loss in the real step, in the unrolled step and in the hypergradient, and
+    still reports `loss` itself. `projection` keeps the parameters feasible (e.g.
+    `projections.linf_ball(eps)` for a perturbation with ||delta||_inf <= eps): it is applied
+    after every real step and to the unrolled step, which upper levels differentiate through.
     """
 
     name: str
@@ -39,6 +48,8 @@ class Level:
     unroll_lr: float | None = None
     scheduler: Any = None
     depends_on: tuple[str, ...] | None = None
+    maximize: bool = False
+    projection: Projection | None = None
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.isidentifier():
@@ -50,11 +61,18 @@ class Level:
         for key, tensor in self.params.items():
             if not tensor.requires_grad:
                 raise ValueError(f"level {self.name!r}: parameter {key!r} does not require grad")
+        if self.projection is not None and not callable(self.projection):
+            raise ValueError(f"level {self.name!r}: projection must be a function of the "
+                             f"parameters, got {type(self.projection).__name__}")
         self.reads = tuple(self.reads)
+
+    def objective(self, loss: torch.Tensor) -> torch.Tensor:
+        """What this level's optimizer descends: `loss`, negated when the level maximises."""
+        return -loss if self.maximize else loss
 
     @property
     def xi(self) -> float:
-        """The virtual step size used when unrolling this level."""
+        """The virtual step size used when unrolling this level (its first group's)."""
         if self.unroll_lr is not None:
             return self.unroll_lr
         return float(self.optimizer.param_groups[0]["lr"])

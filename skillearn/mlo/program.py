@@ -9,6 +9,8 @@ A level's gradient is computed in three passes:
    -xi * grad_u <grad_w f, v> for the updating level's parameters and for the levels below it
    (see `hypergrad`).
 With `first_order` the unrolled values are the current ones (xi = 0) and pass 3 is skipped.
+The method is looked up by name in `methods.HYPERGRADIENT_METHODS`; the engine never branches
+on a method's name. A level that maximises descends -loss in all three passes.
 
 `reuse_unroll_grad=True` (opt-in) lets a lower level's real step reuse the gradient its upper
 level computed for the unroll in the same iteration, saving a forward/backward per level. The
@@ -19,36 +21,37 @@ update order (the lower step sees the old architecture); it is off by default.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
-from skillearn.mlo.hypergrad import global_norm, mixed_vjp_exact, mixed_vjp_finite_difference
+from skillearn.mlo.hypergrad import global_norm
 from skillearn.mlo.level import Batches, Level, ParamDict, params_view
-from skillearn.mlo.unroll import virtual_step
+from skillearn.mlo.methods import METHODS, MethodName, mixed_product
+from skillearn.mlo.order import update_order
+from skillearn.mlo.unroll import UnrolledStep, check_unrollable, unrolled_step
 
-METHODS = ("first_order", "finite_difference", "exact")
-ORDERS = ("bottom_up", "top_down")
-
+if TYPE_CHECKING:
+    from skillearn.mlo.methods import MixedProduct
 
 class MultilevelProgram:
     """An ordered list of levels (lowest first) and the hypergradient method they share.
 
     `order="bottom_up"` updates the lowest level first (the papers' Algorithm 1);
-    `order="top_down"` updates the highest first, as the DARTS code does.
+    `order="top_down"` updates the highest first, as the DARTS code does; an explicit sequence
+    of level names gives any other order (see `update_order`).
     """
 
     def __init__(
         self,
         levels: Sequence[Level],
-        method: str = "finite_difference",
-        order: str = "bottom_up",
+        method: MethodName = "finite_difference",
+        order: str | Sequence[str] = "bottom_up",
         fd_radius: float = 0.01,
         reuse_unroll_grad: bool = False,
     ) -> None:
         if method not in METHODS:
             raise ValueError(f"unknown hypergradient method {method!r}; use one of {METHODS}")
-        if order not in ORDERS:
-            raise ValueError(f"unknown update order {order!r}; use one of {ORDERS}")
         self.levels: dict[str, Level] = {}
         for level in levels:
             if level.name in self.levels:
@@ -60,8 +63,12 @@ class MultilevelProgram:
                         "list levels lowest first"
                     )
             self.levels[level.name] = level
+        for level in self.levels.values():
+            if any(level.name in other.reads for other in self.levels.values()):
+                check_unrollable(level)
         self.method = method
         self.order = order
+        self.sequence = update_order(order, list(self.levels))  # level names, stepping order
         self.fd_radius = fd_radius
         self.reuse_unroll_grad = reuse_unroll_grad
         self.iteration = 0
@@ -74,11 +81,8 @@ class MultilevelProgram:
 
         Returns each stepped level's loss (detached tensors: no host sync on the hot path).
         """
-        names = list(self.levels)
-        if self.order == "top_down":
-            names.reverse()
         losses: dict[str, torch.Tensor] = {}
-        for name in names:
+        for name in self.sequence:
             level = self.levels[name]
             if self.iteration % level.every:
                 continue
@@ -107,15 +111,15 @@ class MultilevelProgram:
 
     # ----------------------------------------------------------------------------------------
     def gradient(
-        self, name: str, batches: Batches, method: str | None = None
+        self, name: str, batches: Batches, method: MethodName | None = None
     ) -> tuple[ParamDict, torch.Tensor]:
-        """The (hyper)gradient of level `name`'s loss with respect to its parameters."""
-        method = method or self.method
-        if method not in METHODS:
-            raise ValueError(f"unknown hypergradient method {method!r}; use one of {METHODS}")
+        """The (hyper)gradient of what level `name` descends (its loss, or -loss when it
+        maximises) with respect to its parameters, and its loss."""
+        product = mixed_product(method or self.method)
         level = self.levels[name]
         closure = self._closure(name)
-        unrolled = self._unroll(closure, batches, first_order=method == "first_order")
+        steps = self._unroll(closure, batches, first_order=product is None)
+        unrolled = {lower: step.values for lower, step in steps.items()}
 
         own_keys = list(level.params)
         own = [level.params[k] for k in own_keys]
@@ -126,9 +130,10 @@ class MultilevelProgram:
         with torch.enable_grad():
             loss = level.loss(params_view(self.levels, leaves), batches)
             read_tensors = [t for read in level.reads for t in leaves[read].values()]
-            grads = torch.autograd.grad(loss, own + read_tensors, allow_unused=True)
+            grads = torch.autograd.grad(level.objective(loss), own + read_tensors,
+                                        allow_unused=True)
         hyper = [torch.zeros_like(p) if g is None else g for p, g in zip(own, grads, strict=False)]
-        if method == "first_order" or not closure:
+        if product is None or not closure:
             return dict(zip(own_keys, hyper, strict=True)), loss.detach()
 
         cotangents: dict[str, list[torch.Tensor]] = {}
@@ -156,8 +161,9 @@ class MultilevelProgram:
             seen_by_lower = {r: unrolled[r] for r in lower.reads} | below_leaves
             direct = self._depends(lower, name)
             inputs = (own if direct else []) + [t for r in below for t in below_leaves[r].values()]
-            contributions = self._mixed_vjp(lower, seen_by_lower, batches, v, inputs, method)
-            xi = lower.xi
+            # v on w' as a cotangent on the lower gradient g: -xi * grad_u <g, v_g>
+            v_g, xi = steps[lower_name].pull_back(v)
+            contributions = self._mixed_vjp(lower, seen_by_lower, batches, v_g, inputs, product)
             offset = len(own) if direct else 0
             for i in range(offset):
                 hyper[i] = hyper[i] - xi * contributions[i]
@@ -209,19 +215,20 @@ class MultilevelProgram:
 
     def _unroll(
         self, closure: list[str], batches: Batches, first_order: bool
-    ) -> dict[str, ParamDict]:
+    ) -> dict[str, UnrolledStep]:
         """w' for every level in `closure`, lowest first (the current w when first order)."""
-        unrolled: dict[str, ParamDict] = {}
+        unrolled: dict[str, UnrolledStep] = {}
         for name in closure:
             level = self.levels[name]
             if first_order:
-                unrolled[name] = {k: t.detach() for k, t in level.params.items()}
+                current = {k: t.detach() for k, t in level.params.items()}
+                unrolled[name] = UnrolledStep(current, [0.0] * len(current))
                 continue
-            replaced = {r: unrolled[r] for r in level.reads}
+            replaced = {r: unrolled[r].values for r in level.reads}
             keys = list(level.params)
             with torch.enable_grad():
                 loss = level.loss(params_view(self.levels, replaced), batches)
-                grads = torch.autograd.grad(loss, [level.params[k] for k in keys],
+                grads = torch.autograd.grad(level.objective(loss), [level.params[k] for k in keys],
                                             allow_unused=True)
             grad_dict = {
                 k: torch.zeros_like(level.params[k]) if g is None else g
@@ -229,7 +236,7 @@ class MultilevelProgram:
             }
             if self.reuse_unroll_grad:
                 self._unroll_cache[name] = (self.iteration, grad_dict, loss.detach())
-            unrolled[name] = virtual_step(level, grad_dict)
+            unrolled[name] = unrolled_step(level, grad_dict)
         return unrolled
 
     def _mixed_vjp(
@@ -239,7 +246,7 @@ class MultilevelProgram:
         batches: Batches,
         v: list[torch.Tensor],
         inputs: list[torch.Tensor],
-        method: str,
+        product: MixedProduct,
     ) -> list[torch.Tensor]:
         keys = list(lower.params)
         w = [lower.params[k] for k in keys]
@@ -247,11 +254,9 @@ class MultilevelProgram:
         def loss_at(w_values: Sequence[torch.Tensor]) -> torch.Tensor:
             replaced = dict(below)
             replaced[lower.name] = dict(zip(keys, w_values, strict=True))
-            return lower.loss(params_view(self.levels, replaced), batches)
+            return lower.objective(lower.loss(params_view(self.levels, replaced), batches))
 
-        if method == "exact":
-            return mixed_vjp_exact(loss_at, w, inputs, v)
-        return mixed_vjp_finite_difference(loss_at, w, inputs, v, radius=self.fd_radius)
+        return product(loss_at, w, inputs, v, self.fd_radius)
 
     @staticmethod
     def _apply(level: Level, grads: ParamDict) -> None:
@@ -263,3 +268,8 @@ class MultilevelProgram:
         level.optimizer.step()
         for param in params:
             param.grad = None
+        if level.projection is not None:
+            with torch.no_grad():
+                projected = level.projection(dict(level.params))
+                for key, param in level.params.items():
+                    param.copy_(projected[key])

@@ -1,8 +1,10 @@
 """The `skillearn` command: sweep, report, ui, retrain, skills, datasets.
 
 Every user-fixable mistake ends as one line `skillearn: error: ...` on stderr and exit code 2,
-before Ray or any trial starts. Heavy imports (Ray, MLflow, torch) happen only in the
-subcommand that needs them, so `skillearn skills` or a typo answers instantly.
+before Ray or any trial starts. `sweep` exits 1 when every trial failed and 3 when MLflow writes
+were left unsent (in the sweep's backlog, for `skillearn sync`): never 0 with nothing recorded.
+Heavy imports (Ray, MLflow, torch) happen only in the subcommand that needs them, so
+`skillearn skills` or a typo answers instantly.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
+from skillearn.errors import SkillearnError
 from skillearn.platform.validate import UsageError
 
 PROG = "skillearn"
@@ -42,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--download", action="store_true", default=None,
                       help="let torchvision download CIFAR into --data-root")
     data.add_argument("--noise-rate", type=float, help="label-noise rate of the training split")
-    data.add_argument("--noise-type", choices=("uniform", "flip"), help="label-noise model")
+    data.add_argument("--noise-type", choices=("uniform", "flip", "flip2", "pair"),
+                      help="label-noise model")
     data.add_argument("--imbalance", type=float, help="long-tail imbalance factor (>= 1)")
     run = sweep.add_argument_group("trials")
     run.add_argument("--samples", type=int, default=8, help="number of trials (default 8)")
@@ -51,8 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seeds", type=int, nargs="+", metavar="S",
                      help="no search: one trial per seed with the given settings (tuned knobs "
                      "at their defaults unless --set), for comparisons over seeds")
-    run.add_argument("--method", help="hypergradient method (first_order, finite_difference, "
-                     "exact)")
+    from skillearn.mlo.methods import METHODS  # the engine's registry (no torch import)
+
+    run.add_argument("--method", help=f"hypergradient method ({', '.join(METHODS)})")
     run.add_argument("--retrain-epochs", type=int, help="retrain each derived architecture for N "
                      "epochs inside its trial (0: skip)")
     run.add_argument("--config", metavar="SPEC.yaml",
@@ -118,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("skills", nargs="*", help="skills to compare (default: all logged)")
     comp.add_argument("--dataset", help="only trials on this dataset")
     comp.add_argument("--noise-rate", type=float, help="only trials with this noise rate")
-    comp.add_argument("--noise-type", choices=("uniform", "flip"))
+    comp.add_argument("--noise-type", choices=("uniform", "flip", "flip2", "pair"))
     comp.add_argument("--imbalance", type=float, help="only trials with this imbalance factor")
     comp.add_argument("--plot", default="compare.png", help="bar chart path (default "
                       "compare.png)")
@@ -161,9 +166,19 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         gpus_per_trial=args.gpus_per_trial, asha=args.asha, seeds=args.seeds,
         optuna_storage=args.optuna_storage,
     )
-    from skillearn.platform.sweep import run_sweep
+    from skillearn.platform.dryrun import dry_run
 
-    return 0 if run_sweep(spec) is not None else 1
+    dry_run(spec)  # every trial's set-up, once, before Ray starts
+    from skillearn.platform.sweep import run_sweep
+    from skillearn.platform.tracking import unsent_writes
+
+    best = run_sweep(spec)
+    if unsent_writes(spec.path, spec.name):  # the tracker said how to send them
+        return EXIT_UNSENT
+    return 0 if best is not None else 1
+
+
+EXIT_UNSENT = 3  # the sweep ran, but MLflow writes wait in its backlog (`skillearn sync`)
 
 
 def _cmd_sync(args: argparse.Namespace) -> int:
@@ -181,13 +196,24 @@ def read_spec(path: str) -> dict[str, Any]:
     file = Path(path)
     if not file.is_file():
         raise UsageError(f"--config {path}: no such file")
+    if file.stat().st_size > MAX_SPEC_BYTES:
+        raise UsageError(f"--config {path} is larger than {MAX_SPEC_BYTES // 1024} KiB; a spec "
+                         "is a short mapping of knob names to values")
     try:
-        spec = yaml.safe_load(file.read_text()) or {}
+        spec = yaml.safe_load(file.read_bytes().decode("utf-8")) or {}
+    except UnicodeDecodeError as err:
+        raise UsageError(f"--config {path} is not UTF-8 text ({err.reason} at byte "
+                         f"{err.start})") from None
     except yaml.YAMLError as err:
         raise UsageError(f"--config {path} is not valid YAML: {err}") from None
+    except RecursionError:
+        raise UsageError(f"--config {path} is nested too deeply for a spec") from None
     if not isinstance(spec, dict) or not all(isinstance(k, str) for k in spec):
         raise UsageError(f"--config {path} must be a mapping of knob names to values")
     return spec
+
+
+MAX_SPEC_BYTES = 64 * 1024
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -205,13 +231,35 @@ def _cmd_ui(args: argparse.Namespace) -> int:
     if not 0 < args.port < 65536:
         raise UsageError(f"--port must be between 1 and 65535, got {args.port}")
     uri = check_tracking_uri(args.tracking_uri or default_tracking_uri())
-    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
-               "--host", "127.0.0.1", "--port", str(args.port)]
+    _check_port_free(args.port)
+    import os
+
+    from skillearn.platform.secrets import expand_secrets
+
+    # The store goes in the environment, not on the command line: a ${VAR} password expanded
+    # into argv would be visible to every user in `ps`.
+    env = {**os.environ, "MLFLOW_BACKEND_STORE_URI": expand_secrets(uri)}
+    command = [sys.executable, "-m", "mlflow", "ui", "--host", "127.0.0.1",
+               "--port", str(args.port)]
     print(f"MLflow UI on http://127.0.0.1:{args.port} (Ctrl-C to stop)", flush=True)
     try:
-        return subprocess.call(command)
+        return subprocess.call(command, env=env)
     except KeyboardInterrupt:
         return 0
+
+
+def _check_port_free(port: int) -> None:
+    """The UI binds 127.0.0.1:port; a port in use would make it exit after we said it started."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as err:
+            raise UsageError(
+                f"cannot serve the UI on 127.0.0.1:{port} ({err.strerror or err}); another "
+                "program uses it: stop it or pick another --port"
+            ) from None
 
 
 def _cmd_retrain(args: argparse.Namespace) -> int:
@@ -226,8 +274,10 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
     )
     from skillearn.platform.validate import check_tracking_uri, default_tracking_uri
 
-    if args.epochs is not None and args.epochs < 1:
-        raise UsageError(f"--epochs must be >= 1, got {args.epochs}")
+    if args.epochs is not None and not 1 <= args.epochs <= MAX_RETRAIN_EPOCHS:
+        raise UsageError(f"--epochs must be between 1 and {MAX_RETRAIN_EPOCHS}, "
+                         f"got {args.epochs}")
+    _check_seeds(args.seeds)
     uri = check_tracking_uri(args.tracking_uri or default_tracking_uri())
     if args.run_id:
         genotype_json, params = genotype_from_run(uri, args.run_id)
@@ -236,7 +286,13 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
         path = Path(args.genotype)
         if not path.is_file():
             raise UsageError(f"genotype file {path} does not exist")
-        genotype_json, params, source = path.read_text(), {}, str(path)
+        if path.stat().st_size > MAX_SPEC_BYTES:
+            raise UsageError(f"genotype file {path} is too large for a genotype")
+        try:
+            genotype_json = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError:
+            raise UsageError(f"genotype file {path} is not UTF-8 text") from None
+        params, source = {}, str(path)
     _check_genotype(genotype_json, source)
     settings = retrain_settings(params, {
         "dataset": args.dataset, "data_root": args.data_root,
@@ -253,13 +309,25 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
     return 0
 
 
+MAX_RETRAIN_EPOCHS = 10000
+
+
+def _check_seeds(seeds: Sequence[int]) -> None:
+    from skillearn.trainables.common import COMMON_KNOBS
+
+    top = int(COMMON_KNOBS["seed"].high or 0)
+    if any(not 0 <= s <= top for s in seeds) or len(set(seeds)) != len(seeds):
+        raise UsageError(f"--seeds needs distinct integers between 0 and {top}, got "
+                         f"{list(seeds)[:10]}")
+
+
 def _check_genotype(genotype_json: str, source: str) -> None:
-    from skillearn.search_spaces.darts import Genotype
+    from skillearn.search_spaces.darts import parse_genotype
 
     try:
-        Genotype.from_json(genotype_json)
-    except Exception as err:
-        raise UsageError(f"{source} does not hold a genotype: {err}") from None
+        parse_genotype(genotype_json)
+    except ValueError as err:
+        raise UsageError(f"{source} does not hold a valid genotype: {err}") from None
 
 
 def _check_data_settings(settings: dict[str, Any]) -> None:
@@ -280,14 +348,23 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         trial_table,
     )
     from skillearn.platform.validate import check_tracking_uri, default_tracking_uri
+    from skillearn.trainables.registry import available_skills
 
+    unknown = [s for s in args.skills if s not in available_skills()]
+    if unknown:
+        raise UsageError(f"unknown skill(s) {', '.join(repr(s[:40]) for s in unknown)}; "
+                         f"available: {', '.join(available_skills())}")
     uri = check_tracking_uri(args.tracking_uri or default_tracking_uri())
     table = compare(trial_table(uri, args.experiment), args.skills, dataset=args.dataset,
                     noise_rate=args.noise_rate, noise_type=args.noise_type,
                     imbalance=args.imbalance)
+    missing = sorted(set(args.skills) - set(table["skill"] if not table.empty else []))
+    if missing:  # asked for by name: say so rather than leave them out silently
+        print(f"{PROG}: no finished trials of {', '.join(missing)} match", file=sys.stderr)
     print(format_comparison(table))
-    if not table.empty:
-        print(f"bar chart: {draw_comparison(table, args.plot)}")
+    if table.empty:
+        return 1
+    print(f"bar chart: {draw_comparison(table, args.plot)}")
     return 0
 
 
@@ -325,17 +402,45 @@ COMMANDS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `skillearn`; returns the exit code (2 for a bad request)."""
-    from skillearn.trainables.skill import ConfigError
-
     try:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
-    except (UsageError, ConfigError) as err:  # DataError is turned into UsageError
-        message = " ".join(str(err).split())  # always exactly one line
-        print(f"{PROG}: error: {message}", file=sys.stderr)
-        return 2
     except SystemExit as exit_:  # --help
         return exit_.code if isinstance(exit_.code, int) else 0
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:
+        if not _is_user_error(err):
+            raise
+        print(f"{PROG}: error: {one_line(err)}", file=sys.stderr)
+        return 2
+
+
+def _is_user_error(err: BaseException) -> bool:
+    """Errors that come from what the user gave (arguments, files, stores), not from a bug:
+    every SkillearnError, I/O and decoding errors, and MLflow refusing a request."""
+    if isinstance(err, SkillearnError | OSError | UnicodeError | ValueError):
+        return True
+    return any((cls.__module__.startswith("mlflow.") and cls.__name__ == "MlflowException")
+               or (cls.__module__ == "sqlalchemy.exc" and cls.__name__ == "DBAPIError")
+               for cls in type(err).__mro__)
+
+
+def one_line(err: BaseException, limit: int = 500) -> str:
+    """The error as one line (credentials in URLs masked): its message, prefixed with what it
+    is when that is not a SkillearnError (whose messages say it themselves)."""
+    from skillearn.platform.redact import redact_text
+
+    text = str(err)
+    if not isinstance(err, SkillearnError):  # library messages: their first line says it
+        text = next((line for line in text.splitlines() if line.strip()), "")
+    if isinstance(err, OSError) and err.strerror:
+        text = f"{err.strerror}: {err.filename}" if err.filename else err.strerror
+    if not isinstance(err, SkillearnError):
+        text = f"{type(err).__name__}: {text}"
+    text = redact_text(" ".join(text.split()))
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from skillearn.platform.redact import redact
+from skillearn.platform.secrets import expand_secrets
 from skillearn.platform.tags import ROLE_TAG
 from skillearn.platform.validate import UsageError
 
@@ -62,7 +63,7 @@ def _client(tracking_uri: str) -> Any:
             raise UsageError(
                 f"no MLflow database at {db}; run a sweep first or pass the sweep's --tracking-uri"
             )
-    return MlflowClient(tracking_uri=tracking_uri)
+    return MlflowClient(tracking_uri=expand_secrets(tracking_uri))
 
 
 def best_trials(tracking_uri: str, experiment: str, top: int = 10) -> pd.DataFrame:

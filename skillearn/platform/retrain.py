@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from skillearn.platform.redact import redact
+from skillearn.platform.secrets import expand_secrets
 from skillearn.platform.validate import UsageError
 
-DATA_KEYS = ("dataset", "data_root", "noise_rate", "noise_type", "imbalance", "seed", "space",
-             "retrain_channels", "retrain_cells", "retrain_recipe")
+DATA_KEYS = ("dataset", "data_root", "val_fraction", "noise_rate", "noise_type", "imbalance",
+             "seed", "space", "retrain_channels", "retrain_cells", "retrain_recipe")
 PLAN_KEYS = ("recipe", "epochs", "channels", "cells")  # what the recipe resolved to
 
 
@@ -28,7 +29,7 @@ def genotype_from_run(tracking_uri: str, run_id: str) -> tuple[str, dict[str, An
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri)
+    client = MlflowClient(expand_secrets(tracking_uri))
     try:
         run = client.get_run(run_id)
     except MlflowException as err:
@@ -64,7 +65,7 @@ def retrain_settings(params: Mapping[str, Any], overrides: Mapping[str, Any]) ->
     settings.update({k: v for k, v in overrides.items() if v is not None})
     for key, value in settings.items():
         try:
-            COMMON_KNOBS[key].check(key, value)
+            settings[key] = COMMON_KNOBS[key].coerce(key, value)
         except ConfigError as err:
             raise UsageError(str(err)) from None
     return settings
@@ -130,7 +131,7 @@ def log_retrain(
     from mlflow.entities import Metric, Param, RunTag
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri)
+    client = MlflowClient(expand_secrets(tracking_uri))
     found = client.get_experiment_by_name(experiment)
     experiment_id = found.experiment_id if found else client.create_experiment(experiment)
     run = client.create_run(experiment_id, run_name=f"retrain-{source[:12]}",

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from skillearn.platform.redact import redact
-from skillearn.platform.validate import SweepSpec
+from skillearn.platform.validate import SweepSpec, write_sweep_record
 from skillearn.trainables.registry import get_skill
 from skillearn.trainables.skill import Skill
 
@@ -92,6 +92,8 @@ def build_tuner(spec: SweepSpec, concurrency: int) -> Any:
     from ray.tune.search.optuna import OptunaSearch
 
     from skillearn.platform.progress import ProgressPrinter
+    from skillearn.platform.retry import RetryPolicy
+    from skillearn.platform.study_storage import study_storage
     from skillearn.platform.tracking import MlflowTracker
     from skillearn.search_spaces.hpo import define_by_run
 
@@ -128,7 +130,8 @@ def build_tuner(spec: SweepSpec, concurrency: int) -> Any:
             study_name=spec.name if storage is not None else None,
         )
     scheduler = None
-    if spec.asha and not spec.seeds:
+    early_stopping = spec.asha and not spec.seeds and skill.early_stopping
+    if early_stopping:
         max_t = int(spec.config["epochs"])
         scheduler = ASHAScheduler(
             time_attr="training_iteration", max_t=max_t, grace_period=1 if max_t < 4 else 2,
@@ -141,7 +144,7 @@ def build_tuner(spec: SweepSpec, concurrency: int) -> Any:
         params={
             **{k: v for k, v in fixed.items() if k != SKILL_KEY},
             "samples": spec.samples, "concurrency": concurrency,
-            "asha": spec.asha and not spec.seeds, "seeds": list(spec.seeds or []),
+            "asha": early_stopping, "seeds": list(spec.seeds or []),
             "cpus_per_trial": spec.cpus_per_trial, "gpus_per_trial": spec.gpus_per_trial,
             "searched": ",".join(sorted(set(skill.tuned_knobs()) - set(fixed))) or "-",
             "optuna_storage": redact(spec.optuna_storage) or "memory",
@@ -159,26 +162,14 @@ def build_tuner(spec: SweepSpec, concurrency: int) -> Any:
         run_config=tune.RunConfig(
             name=spec.name,
             storage_path=spec.storage,
-            callbacks=[tracker, ProgressPrinter(skill.metric, skill.mode, spec.samples,
-                                                int(spec.config["epochs"]))],
+            callbacks=[RetryPolicy(), tracker,
+                       ProgressPrinter(skill.metric, skill.mode, spec.samples,
+                                       int(spec.config["epochs"]))],
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             failure_config=tune.FailureConfig(max_failures=2),
             verbose=0,  # ProgressPrinter gives one line per event instead
         ),
     )
-
-
-def study_storage(url: str | None) -> Any:
-    """Optuna's RDBStorage for `url` (its folder created for SQLite); None keeps it in memory."""
-    if not url:
-        return None
-    import optuna
-
-    if url.startswith("sqlite:///"):
-        from pathlib import Path
-
-        Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
-    return optuna.storages.RDBStorage(url)
 
 
 def summarize_best(results: Any, metric: str, mode: str, searched: list[str]) -> dict[str, Any]:
@@ -220,6 +211,8 @@ def run_sweep(spec: SweepSpec) -> dict[str, Any] | None:
     # would re-run trials that had already finished. Small sweeps snapshot cheaply, so do it often
     # (a user's own setting wins).
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", str(STATE_SNAPSHOT_S))
+    if not spec.resume:
+        write_sweep_record(spec.path, spec.skill, spec.name, str(spec.config["dataset"]))
     started = not ray.is_initialized()
     if started:
         _init_ray(spec)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from skillearn.platform.redact import redact
-from skillearn.platform.validate import UsageError, check_tracking_uri
+from skillearn.platform.validate import SWEEP_RECORD, UsageError, check_tracking_uri
 
 
 def sync_sweep(sweep_dir: str, tracking_uri: str | None = None) -> int:
@@ -20,7 +20,11 @@ def sync_sweep(sweep_dir: str, tracking_uri: str | None = None) -> int:
 
     folder = Path(sweep_dir).expanduser().resolve()
     path = folder / BACKLOG_FILE
-    if not folder.is_dir():
+    if tracking_uri is not None:  # a bad URI is refused even when there is nothing to send
+        tracking_uri = check_tracking_uri(tracking_uri)
+    if not folder.is_dir() or not any(
+        (folder / marker).exists() for marker in (BACKLOG_FILE, SWEEP_RECORD, "tuner.pkl")
+    ):
         raise UsageError(f"{folder} is not a sweep directory; pass STORAGE/NAME of the sweep")
     if not path.is_file():
         print(f"nothing to send: {folder} has no {BACKLOG_FILE}")

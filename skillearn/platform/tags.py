@@ -3,3 +3,6 @@
 PARENT_RUN_TAG = "mlflow.parentRunId"
 ROLE_TAG = "skillearn.role"  # "sweep" on the parent run, "trial" on each child run
 SWEEP_PATH_TAG = "skillearn.sweep_path"  # the sweep's storage directory: finds it on resume
+# sha256 of the sweep's storage directory (hex): runs are found again by this, never by a filter
+# string holding user text (a quote in a path or name would break it)
+SWEEP_KEY_TAG = "skillearn.sweep_key"

@@ -10,14 +10,20 @@ trials never import MLflow, and there are no concurrent writers to a SQLite stor
   (latest epoch), `alphas/epoch_XXXX.json`, and at the end `alpha_evolution*.png`; LFM skills:
   `learned_weights.png`, their learned weights a/b/r over the epochs).
 
-Runs are found again by tags (`skillearn.sweep_path`, `trial_id`), so a resumed sweep continues
-its runs instead of duplicating them. Each child run is also tagged with where its trial ran
-(`node_id`, `node_ip`), and reweighting skills get `weight_function.png` / `weight_histogram.png`.
+Runs are found again by tags (`skillearn.sweep_key`, a hash of the sweep's storage path, and
+`trial_id`), so a resumed sweep continues its runs instead of duplicating them. Filter strings
+never hold user text: a quote in a name or path cannot break them. Each child run is also
+tagged with where its trial ran (`node_id`, `node_ip`), and reweighting skills get
+`weight_function.png` / `weight_histogram.png`;
+skills that learn example weights (LFM's r and a) get `learned_weights.png` over the epochs.
 
 Drawing failures are logged as warnings and never stop a sweep. An unreachable tracking store
 does not stop it either: writes are queued per run and sent in order, with backoff, once it
 answers; unsent writes wait in `mlflow_backlog.json` in the sweep directory (staged files in
-`.mlflow_staging/`), which `skillearn sync` or `skillearn sweep --resume` sends later. Delivery
+`.mlflow_staging/`), which `skillearn sync` or `skillearn sweep --resume` sends later, and the
+sweep exits non-zero. A store that refuses the sweep's runs (a client error, not an outage) is
+not retried: its writes go to the backlog at once. Such errors are caught before Ray starts by
+`store_probe.probe_tracking_store`. Delivery
 is at least once: a write repeated after a timeout is idempotent in MLflow (same params, tags,
 metric points and artifact paths).
 """
@@ -25,6 +31,7 @@ metric points and artifact paths).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import logging
@@ -32,6 +39,7 @@ import math
 import numbers
 import os
 import re
+import shlex
 import shutil
 import sys
 import tempfile
@@ -43,7 +51,8 @@ from typing import Any
 from ray.tune import Callback
 
 from skillearn.platform.redact import redact, redact_text
-from skillearn.platform.tags import PARENT_RUN_TAG, ROLE_TAG, SWEEP_PATH_TAG
+from skillearn.platform.secrets import expand_secrets
+from skillearn.platform.tags import PARENT_RUN_TAG, ROLE_TAG, SWEEP_KEY_TAG, SWEEP_PATH_TAG
 
 logger = logging.getLogger(__name__)
 
@@ -135,6 +144,21 @@ def _json_list(value: Any) -> list | None:
     return value if isinstance(value, list) and value else None
 
 
+def sweep_key(sweep_path: str) -> str:
+    """The `skillearn.sweep_key` tag of a sweep's runs: a filter-safe stand-in for its path."""
+    return hashlib.sha256(sweep_path.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+_FILTER_SAFE = re.compile(r"[A-Za-z0-9_.:-]+")
+
+
+def _literal(value: str) -> str:
+    """`value` quoted for an MLflow filter string; only ids and hashes are ever put there."""
+    if not _FILTER_SAFE.fullmatch(value):
+        raise ValueError(f"refusing to put {value!r} in an MLflow filter string")
+    return f"'{value}'"
+
+
 def _transient(err: BaseException) -> bool:
     """Whether a failed MLflow write may succeed later (server down, timeout, 5xx, locked db).
 
@@ -154,6 +178,10 @@ def _http_defaults() -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+
+
+class StoreRefused(Exception):
+    """The tracking store answered with a client error for a run itself (not an outage)."""
 
 
 class MlflowTracker(Callback):
@@ -197,7 +225,7 @@ class MlflowTracker(Callback):
         self.child_runs: dict[str, str] = {}  # trial_id -> run_id
         self._alphas: dict[str, dict[int, dict[str, Any]]] = {}  # trial_id -> epoch -> alphas
         self._curves: dict[str, dict[int, list]] = {}  # trial_id -> epoch -> weight curve
-        self._learned: dict[str, dict[int, dict]] = {}  # trial_id -> epoch -> {a,b,r} (mean, std)
+        self._trends: dict[str, dict[int, dict[str, float]]] = {}  # trial_id -> epoch -> r/a/b
         self._genotype: dict[str, str] = {}
         self._ops: dict[str, list[str]] = {}
         self._where: dict[str, tuple[str, str]] = {}  # trial_id -> (node_id, node_ip) tagged
@@ -212,6 +240,7 @@ class MlflowTracker(Callback):
         self._failures = 0
         self._retry_at = 0.0
         self._outage_since: float | None = None
+        self.refused: str | None = None  # why the store refused the sweep's runs (client error)
 
     # Ray pickles the RunConfig (and so this callback) into the sweep's tuner.pkl; a live client
     # and run caches must not travel with it (unsent writes live in the backlog file).
@@ -230,7 +259,7 @@ class MlflowTracker(Callback):
             from mlflow.tracking import MlflowClient
 
             _http_defaults()
-            self._client = MlflowClient(tracking_uri=self.tracking_uri)
+            self._client = MlflowClient(tracking_uri=expand_secrets(self.tracking_uri))
         return self._client
 
     # --- where unsent writes and staged artifacts live ---------------------------------------
@@ -324,9 +353,19 @@ class MlflowTracker(Callback):
             if self._pending:
                 self._persist()
             return False
+        if self.refused is not None:  # a client error never heals by itself: no retries
+            self._persist()
+            return False
         self._load_backlog()
         try:
             self._send()
+        except StoreRefused as err:
+            self.refused = _short(err.__cause__ or err)
+            print(f"skillearn: error: MLflow at {redact(self.tracking_uri)} refused the sweep's "
+                  f"runs ({self.refused}); their writes are kept in {self.backlog_path}",
+                  file=sys.stderr)
+            self._persist()
+            return False
         except Exception as err:
             self._failures += 1
             delay = min(MAX_BACKOFF_S, 2.0 ** self._failures)
@@ -349,7 +388,12 @@ class MlflowTracker(Callback):
         keys = sorted(self._pending, key=lambda k: k != SWEEP_KEY)  # the parent first
         for key in keys:
             ops = self._pending[key]
-            run_id = self._resolve(key)
+            try:
+                run_id = self._resolve(key)
+            except Exception as err:
+                if _transient(err):
+                    raise
+                raise StoreRefused(err) from err
             while ops:
                 op = ops[0]
                 try:
@@ -429,15 +473,20 @@ class MlflowTracker(Callback):
         if self.parent_run_id is not None:
             return self.parent_run_id
         exp = self._ensure_experiment()
+        key = sweep_key(self.sweep_path)
         found = self._find_run(
-            f"tags.`{SWEEP_PATH_TAG}` = '{self.sweep_path}' and tags.`{ROLE_TAG}` = 'sweep'"
+            f"tags.`{SWEEP_KEY_TAG}` = {_literal(key)} and tags.`{ROLE_TAG}` = 'sweep'"
         )
+        if found is None and _FILTER_SAFE.fullmatch(self.sweep_path.replace("/", "")):
+            # a sweep started before sweep_key tags existed (its path needs no quoting)
+            found = self._find_run(f"tags.`{SWEEP_PATH_TAG}` = '{self.sweep_path}' and "
+                                   f"tags.`{ROLE_TAG}` = 'sweep'")
         if found is not None:
             self._reopen(found)
             self.parent_run_id = found
             return found
         tags = {**self.tags, "sweep": self.sweep_name, SWEEP_PATH_TAG: self.sweep_path,
-                ROLE_TAG: "sweep"}
+                SWEEP_KEY_TAG: key, ROLE_TAG: "sweep"}
         run = self.client.create_run(exp, tags=tags, run_name=self.sweep_name)
         self.parent_run_id = run.info.run_id  # its params are queued by setup()
         return self.parent_run_id
@@ -467,7 +516,7 @@ class MlflowTracker(Callback):
             return self.child_runs[trial_id]
         parent = self.ensure_parent()
         found = self._find_run(
-            f"tags.`{PARENT_RUN_TAG}` = '{parent}' and tags.trial_id = '{trial_id}'"
+            f"tags.`{PARENT_RUN_TAG}` = {_literal(parent)} and tags.trial_id = {_literal(trial_id)}"
         )
         if found is not None:
             self.child_runs[trial_id] = found
@@ -556,17 +605,17 @@ class MlflowTracker(Callback):
             draw_weight_histogram(weights, noisy, Path(folder, "weight_histogram.png"))
         self._queue(trial_id, {"op": "artifacts", "dir": str(folder)})
 
-    def _stage_learned_weights(self, trial_id: str, epoch: int, result: Mapping[str, Any]) -> None:
-        """LFM's learned weights (a, b, r: mean ± std) over the epochs so far."""
-        from skillearn.reweighting.plots import draw_learned_weights, learned_weight_stats
+    def _stage_weight_trends(self, trial_id: str, epoch: int, result: Mapping[str, Any]) -> None:
+        """`learned_weights.png`: mean ± std of r / a / b over the epochs this driver has seen."""
+        from skillearn.reweighting.trends import draw_weight_trends, has_trends, trend_values
 
-        stats = learned_weight_stats(result)
-        if not stats:
+        values = trend_values(result)
+        if not has_trends(values):
             return
-        history = self._learned.setdefault(trial_id, {})
-        history[epoch] = stats
+        history = self._trends.setdefault(trial_id, {})
+        history[epoch] = values
         folder = self._stage()
-        draw_learned_weights(history, Path(folder, "learned_weights.png"))
+        draw_weight_trends(history, Path(folder, "learned_weights.png"))
         self._queue(trial_id, {"op": "artifacts", "dir": str(folder)})
 
     def _safely(self, what: str, fn: Any, *args: Any) -> None:
@@ -624,7 +673,7 @@ class MlflowTracker(Callback):
                 self._ops[trial_id] = _ops_for(result, dict(trial.config or {}), n_ops)
             self._safely("the alphas", self._stage_alphas, trial_id, step, alphas)
         self._safely("the reweighting plots", self._stage_reweighting, trial_id, step, result)
-        self._safely("the learned weights", self._stage_learned_weights, trial_id, step, result)
+        self._safely("the learned weights", self._stage_weight_trends, trial_id, step, result)
         self.flush()
 
     def _end(self, trial: Any, status: str, error: str | None = None) -> None:
@@ -690,16 +739,17 @@ class MlflowTracker(Callback):
             if self.flush(force=True):
                 self._clean_staging()
                 return True
-            if time.monotonic() >= deadline:
+            if time.monotonic() >= deadline or self.refused is not None:
                 break
             time.sleep(min(max(self._retry_at - time.monotonic(), 0.5),
                            max(deadline - time.monotonic(), 0.0)))
         self._persist()
+        why = "refused the sweep's runs" if self.refused else "is still unreachable"
         print(
-            f"skillearn: MLflow at {redact(self.tracking_uri)} is still unreachable; "
-            f"{self.pending_count()} writes are saved in {self.backlog_path}. Once the server "
-            f"is back run `skillearn sync {self.local_dir()}` (or `skillearn sweep --resume "
-            f"--name {self.sweep_name}`) to send them",
+            f"skillearn: MLflow at {redact(self.tracking_uri)} {why}; "
+            f"{self.pending_count()} writes are saved in {self.backlog_path}. Once it takes them "
+            f"run `skillearn sync {shlex.quote(str(self.local_dir()))}` (or `skillearn sweep "
+            f"--resume --name {shlex.quote(self.sweep_name)}`) to send them",
             file=sys.stderr,
         )
         return False
@@ -708,6 +758,11 @@ class MlflowTracker(Callback):
         root = self.local_dir() / STAGING_DIR
         if root.is_dir() and not any(root.iterdir()):
             root.rmdir()
+
+
+def unsent_writes(sweep_path: str, sweep_name: str) -> int:
+    """MLflow writes of a sweep still waiting in its backlog (0 when everything was recorded)."""
+    return MlflowTracker("", "", sweep_name, sweep_path).pending_count()
 
 
 def sync_backlog(sweep_dir: str | Path, tracking_uri: str | None = None,

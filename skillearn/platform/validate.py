@@ -6,6 +6,7 @@ Nothing here imports Ray at module level; only `--address auto` asks Ray's own l
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import urllib.error
@@ -17,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from skillearn.errors import SkillearnError
 from skillearn.platform.redact import redact
 from skillearn.trainables.registry import all_knobs, get_skill, resolve_config
 from skillearn.trainables.skill import ConfigError, Skill
@@ -25,7 +27,7 @@ CONNECT_TIMEOUT_S = 3.0
 MAX_GPUS_PER_TRIAL = 8
 
 
-class UsageError(ValueError):
+class UsageError(SkillearnError):
     """A user-fixable problem with the request; the message says what is wrong and how to fix it."""
 
 
@@ -139,16 +141,107 @@ def check_address(address: str) -> None:
         ) from None
 
 
-def _check_creatable(db: Path, what: str, fix: str) -> None:
+def _check_creatable(db: Path, what: str, fix: str, what_kind: str = "database") -> None:
     """The nearest existing ancestor of `db` must be a writable directory."""
     probe = db.parent
-    while not probe.exists():
+    while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        shown = db if what_kind == "database" else db.parent
         raise UsageError(
-            f"cannot create the {what} database {db}: {probe} is not a writable directory; "
+            f"cannot create the {what} {what_kind} {shown}: {probe} is not a writable directory; "
             f"pick {fix}"
         )
+
+
+MAX_NAME_LEN = 100  # sweep names become folder names and MLflow run names
+MAX_EXPERIMENT_LEN = 200
+REMOTE_STORAGE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "abfs", "abfss")
+SWEEP_RECORD = "skillearn_sweep.json"
+
+
+def _check_text(flag: str, value: str, limit: int) -> None:
+    if len(value) > limit:
+        raise UsageError(f"{flag} is {len(value)} characters long; keep it to {limit}")
+    if any(ord(c) < 32 or c == "\x7f" for c in value):
+        raise UsageError(f"{flag} {value[:60]!r} contains control characters; remove them")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError(f"{flag} {value[:60]!r} is not valid UTF-8; use UTF-8 text") from None
+
+
+def _check_name(name: str) -> None:
+    if not name.strip() or "/" in name or "\\" in name or name in (".", ".."):
+        raise UsageError(f"--name {name[:60]!r} must be a non-empty name without '/' or '\\'")
+    _check_text("--name", name, MAX_NAME_LEN)
+    if len(name.encode()) > MAX_NAME_LEN * 2:
+        raise UsageError(f"--name is {len(name.encode())} bytes long in UTF-8; shorten it")
+
+
+def _check_remote_storage(store: str) -> None:
+    scheme = urllib.parse.urlparse(store).scheme.lower()
+    if scheme not in REMOTE_STORAGE_SCHEMES:
+        raise UsageError(
+            f"--storage {redact(store)[:80]!r} has an unknown scheme {scheme + '://'!r}; give a "
+            f"local folder or a URI with one of "
+            f"{', '.join(s + '://' for s in REMOTE_STORAGE_SCHEMES)}"
+        )
+    _check_text("--storage", store, 1024)
+
+
+def write_sweep_record(path: str, skill: str, name: str, dataset: str) -> None:
+    """Note which skill a sweep folder belongs to, so `--resume` cannot pick up another's."""
+    record = json.dumps({"skill": skill, "name": name, "dataset": dataset})
+    if "://" not in path:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        (Path(path) / SWEEP_RECORD).write_text(record + "\n")
+        return
+    import pyarrow.fs
+
+    filesystem, root = pyarrow.fs.FileSystem.from_uri(path)
+    filesystem.create_dir(root, recursive=True)
+    with filesystem.open_output_stream(f"{root}/{SWEEP_RECORD}") as out:
+        out.write(record.encode() + b"\n")
+
+
+def check_sweep_record(path: str, skill: str) -> None:
+    """`--resume` of a sweep of another skill is refused (sweeps from before the record are
+    let through)."""
+    try:
+        if "://" in path:
+            import pyarrow.fs
+
+            filesystem, root = pyarrow.fs.FileSystem.from_uri(path)
+            with filesystem.open_input_stream(f"{root}/{SWEEP_RECORD}") as stream:
+                text = stream.read().decode()
+        else:
+            text = (Path(path) / SWEEP_RECORD).read_text()
+    except (FileNotFoundError, OSError):
+        return
+    try:
+        recorded = json.loads(text).get("skill")
+    except (ValueError, AttributeError):
+        raise UsageError(f"{path}/{SWEEP_RECORD} is not a skillearn sweep record") from None
+    if recorded != skill:
+        raise UsageError(
+            f"--resume: the sweep {path.rsplit('/', 1)[-1]!r} is a {recorded} sweep, not {skill}; "
+            f"run `skillearn sweep {recorded} --resume ...` or pick another --name"
+        )
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _check_sqlite_file(db: Path) -> None:
+    """An existing file must be an SQLite database (an empty one is fine: SQLite adopts it)."""
+    if db.is_dir():
+        raise UsageError(f"the MLflow database {db} is a directory; name a file")
+    if db.is_file() and db.stat().st_size:
+        with db.open("rb") as file:
+            if file.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
+                raise UsageError(f"{db} is not an SQLite database; point --tracking-uri at an "
+                                 "MLflow database or a new file")
 
 
 def _sqlite_path(uri: str) -> Path:
@@ -161,8 +254,24 @@ def _sqlite_path(uri: str) -> Path:
     return Path(rest).expanduser().resolve()
 
 
+def _probe_store(uri: str, flag: str) -> None:
+    """No plain-text password, and a real read-only request to the store (store_probe.py)."""
+    from skillearn.platform.secrets import SecretError, check_uri_secrets
+    from skillearn.platform.store_probe import StoreError, probe_tracking_store
+
+    try:
+        check_uri_secrets(uri, flag)
+        if flag == "--tracking-uri":
+            probe_tracking_store(uri)
+    except (SecretError, StoreError) as err:
+        raise UsageError(str(err)) from None
+
+
 def check_tracking_uri(uri: str) -> str:
-    """Fail unless MLflow can write to `uri`; returns it normalised (sqlite paths absolute)."""
+    """Fail unless MLflow can write to `uri`; returns it normalised (sqlite paths absolute).
+
+    The store is asked once (read-only): a client error is fatal here, not an outage later."""
+    _probe_store(uri, "--tracking-uri")
     scheme = urllib.parse.urlparse(uri).scheme.lower()
     if scheme in ("", "file") or len(scheme) == 1:  # plain paths, file:, Windows drives
         raise UsageError(
@@ -175,21 +284,19 @@ def check_tracking_uri(uri: str) -> str:
         _check_creatable(db, "MLflow", "a --tracking-uri sqlite:///<writable dir>/mlflow.db")
         if db.exists() and not os.access(db, os.W_OK):
             raise UsageError(f"the MLflow database {db} is read-only; make it writable")
+        _check_sqlite_file(db)
         return f"sqlite:///{db}"
     if scheme in ("http", "https"):
-        health = uri.rstrip("/") + "/health"
-        try:
-            with urllib.request.urlopen(health, timeout=CONNECT_TIMEOUT_S) as response:
-                if response.status >= 400:
-                    raise urllib.error.HTTPError(health, response.status, "", None, None)
-        except (urllib.error.URLError, OSError, ValueError) as err:
-            raise UsageError(
-                f"cannot reach the MLflow tracking server at {redact(uri)} ({redact(health)}: "
-                f"{err}); start it (`mlflow server`) or use --tracking-uri "
-                "sqlite:///<dir>/mlflow.db"
-            ) from None
-        return uri
+        return uri  # probed above: /health, then a read-only API request with the credentials
+    if scheme.split("+")[0] not in TRACKING_SCHEMES:
+        raise UsageError(
+            f"tracking URI {redact(uri)[:80]!r} has a scheme MLflow cannot track to; use "
+            "sqlite:///<dir>/mlflow.db, http(s)://server or a database URL (postgresql://...)"
+        )
     return uri  # databricks, postgresql, ...: MLflow reports its own errors
+
+
+TRACKING_SCHEMES = ("databricks", "postgresql", "mysql", "mssql")
 
 
 OPTUNA_SCHEMES = ("sqlite", "postgresql", "mysql", "mariadb", "oracle", "mssql")
@@ -205,6 +312,7 @@ def default_optuna_storage(sweep_path: str) -> str | None:
 
 def check_optuna_storage(url: str) -> str:
     """Fail unless `url` is an SQLAlchemy URL Optuna can use (a database server must answer)."""
+    _probe_store(url, "--optuna-storage")  # its password only as ${VAR}
     scheme = urllib.parse.urlparse(url).scheme.lower().split("+")[0]
     if scheme not in OPTUNA_SCHEMES:
         raise UsageError(
@@ -221,8 +329,11 @@ def check_optuna_storage(url: str) -> str:
     try:
         import sqlalchemy
 
+        from skillearn.platform.secrets import expand_secrets
+
         engine = sqlalchemy.create_engine(
-            url, connect_args={"connect_timeout": 5} if scheme == "postgresql" else {}
+            expand_secrets(url),
+            connect_args={"connect_timeout": 5} if scheme == "postgresql" else {},
         )
         with engine.begin() as connection:
             schema = optuna_schema(url)
@@ -327,7 +438,7 @@ def validate_sweep(
         raise UsageError(f"{err} (see `skillearn skills`)") from None
     overrides = dict(overrides)
     for path_knob in ("data_root", "encoder_weights"):  # trials run in another directory
-        if overrides.get(path_knob):
+        if overrides.get(path_knob) and isinstance(overrides[path_knob], str):  # else refused
             overrides[path_knob] = str(Path(overrides[path_knob]).expanduser().resolve())
     try:
         config = resolve_config(skill, overrides)
@@ -347,6 +458,9 @@ def validate_sweep(
     if seeds is not None:
         if not seeds or any(int(x) < 0 for x in seeds) or len(set(seeds)) != len(seeds):
             raise UsageError(f"--seeds needs distinct non-negative integers, got {list(seeds)}")
+        top = int(all_knobs(skill)["seed"].high or 0)
+        if any(int(x) > top for x in seeds):
+            raise UsageError(f"--seeds must be at most {top}, got {max(seeds)}")
         if "seed" in overrides:
             raise UsageError("give either --seed or --seeds, not both")
         seeds = tuple(int(x) for x in seeds)
@@ -378,6 +492,7 @@ def validate_sweep(
                 )
     if not experiment.strip():
         raise UsageError("--experiment must not be empty")
+    _check_text("--experiment", experiment, MAX_EXPERIMENT_LEN)
 
     remote = bool(storage) and "://" in str(storage)
     local = None if remote else (Path(storage).expanduser().resolve() if storage else
@@ -385,8 +500,13 @@ def validate_sweep(
     store = str(storage).rstrip("/") if local is None else str(local)
     if local is not None and local.exists() and not local.is_dir():
         raise UsageError(f"--storage {local} is a file; give a directory")
-    if name is not None and (not name.strip() or "/" in name or name in (".", "..")):
-        raise UsageError(f"--name {name!r} must be a non-empty name without '/'")
+    if local is None:
+        _check_remote_storage(store)
+    else:
+        _check_text("--storage", str(local), 4096)
+        _check_creatable(local / "x", "sweep", "a writable --storage", what_kind="folder")
+    if name is not None:
+        _check_name(name)
     prefix = f"{skill_name}-{config['dataset']}-"
     if resume:
         if name is None and local is None:
@@ -403,6 +523,7 @@ def validate_sweep(
                 f"--resume: no previous sweep named {name!r} in {store}; check --name and "
                 "--storage, or drop --resume to start a new sweep"
             )
+        check_sweep_record(f"{store}/{name}", skill_name)
     else:
         name = name or prefix + datetime.now().strftime("%Y%m%d-%H%M%S")
         if local is not None and (local / name).exists():

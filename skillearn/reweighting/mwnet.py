@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -41,15 +42,43 @@ class MetaWeightNet(nn.Module):
         return torch.sigmoid(self.mlp(inputs)).squeeze(-1)
 
 
-def weight_inputs(losses: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
-    """MW-Net's input: the detached per-example loss, optionally with a detached feature.
+# What MW-Net reads about an example: its loss (MW-Net), loss and a classifier feature (seed 003),
+# the feature alone, or the feature with the one-hot observed label (seed 003's other inputs).
+MWNET_INPUTS = ("loss", "loss+feature", "feature", "feature+label")
 
-    Detached as in the original (`cost.data`): theta learns only through the meta loss.
+
+def input_width(kind: str, feature_dim: int, num_classes: int) -> int:
+    """Number of MW-Net input columns for input `kind` (one of MWNET_INPUTS)."""
+    if kind not in MWNET_INPUTS:
+        raise ValueError(f"unknown MW-Net input {kind!r}; use one of {MWNET_INPUTS}")
+    uses = kind.split("+")
+    return (("loss" in uses) + feature_dim * ("feature" in uses)
+            + num_classes * ("label" in uses))
+
+
+def weight_inputs(
+    losses: torch.Tensor,
+    features: torch.Tensor | None = None,
+    labels: torch.Tensor | None = None,
+    num_classes: int = 0,
+    use_loss: bool = True,
+    detach: bool = True,
+) -> torch.Tensor:
+    """MW-Net's input columns: [loss] [feature] [one-hot label], whichever are given.
+
+    Detached by default as in the original noise code (`cost.data`): theta learns only through
+    the meta loss. `detach=False` is MW-Net's class-imbalance variant, whose virtual step also
+    differentiates through V's input.
     """
-    columns = [losses.detach().reshape(-1, 1)]
+    columns = [losses.reshape(-1, 1)] if use_loss else []
     if features is not None:
-        columns.append(features.detach().flatten(1))
-    return torch.cat(columns, dim=1)
+        columns.append(features.flatten(1))
+    if labels is not None:
+        columns.append(F.one_hot(labels, num_classes).to(losses.dtype))
+    if not columns:
+        raise ValueError("MW-Net needs at least one input column")
+    inputs = torch.cat(columns, dim=1)
+    return inputs.detach() if detach else inputs
 
 
 @torch.no_grad()

@@ -6,9 +6,10 @@ list, and so a skill module only declares what is its own.
 
 from __future__ import annotations
 
+from skillearn.mlo.methods import METHODS
 from skillearn.trainables.skill import Knob
 
-HYPERGRADIENT_METHODS = ("first_order", "finite_difference", "exact")
+HYPERGRADIENT_METHODS = METHODS  # the engine's registry, read when checked
 
 COMMON_KNOBS: dict[str, Knob] = {
     # data
@@ -16,9 +17,16 @@ COMMON_KNOBS: dict[str, Knob] = {
     "data_root": Knob("", "folder holding the dataset files (CIFAR, ImageFolder)"),
     "download": Knob(False, "let torchvision download CIFAR into data_root"),
     "noise_rate": Knob(0.0, "label-noise rate on the training split", low=0.0, high=0.95),
-    "noise_type": Knob("uniform", "label-noise model", choices=("uniform", "flip")),
+    "noise_type": Knob("uniform", "label-noise model: uniform (any class), flip (one seeded "
+                       "target per class), flip2 (two seeded targets, rate/2 each; seed 000), "
+                       "pair (c -> c+1)", choices=("uniform", "flip", "flip2", "pair")),
     "imbalance": Knob(1.0, "long-tail imbalance factor of the training split",
                       low=1.0, high=1000.0),
+    "val_fraction": Knob(0.5, "clean validation share of the non-test data (the upper level's "
+                         "split in NAS; reweighting skills default to 0.1)", low=0.01, high=0.99),
+    "augment": Knob("auto", "crop+flip training augmentation of the batches the engine steps "
+                    "on (train, val, meta; never evaluation): auto = on for inputs >= 32 px",
+                    choices=("auto", "on", "off")),
     "seed": Knob(0, "seed for data splits, initialisation and batches", low=0, high=2**31 - 1),
     # budget
     "epochs": Knob(4, "search epochs", low=1, high=10000),
@@ -27,8 +35,9 @@ COMMON_KNOBS: dict[str, Knob] = {
                             low=0, high=10**7),
     # engine
     "method": Knob("finite_difference", "hypergradient method", choices=HYPERGRADIENT_METHODS),
-    "order": Knob("top_down", "level update order: top_down (DARTS code) or bottom_up "
-                  "(the papers' Algorithm 1)", choices=("top_down", "bottom_up")),
+    "order": Knob("top_down", "level update order: top_down (DARTS code), bottom_up (the "
+                  "papers' Algorithm 1), or every level name once, comma-separated (e.g. "
+                  "lfm's arch,w1,w2)"),
     "reuse_grad": Knob(False, "lower levels reuse the unroll's gradient for their real step (one "
                        "pass fewer per level; changes DARTS' update order, off by default)"),
     "fd_gap_every": Knob(1, "measure the finite-difference vs exact hypergradient gap every N "
@@ -61,4 +70,14 @@ COMMON_KNOBS: dict[str, Knob] = {
     "retrain_recipe": Knob("auto", "retraining recipe: darts (DARTS' evaluation recipe), fast "
                            "(short, for small inputs), auto = darts for inputs >= 32 px",
                            choices=("auto", "darts", "fast")),
+}
+
+# Defaults that differ by the kind of skill. Reweighting papers (MW-Net, LFM-DR) train on almost
+# all of the data and keep a small clean split for validation; NAS splits the data in half.
+KIND_KNOBS: dict[str, dict[str, Knob]] = {
+    "reweighting": {
+        "val_fraction": Knob(0.1, "clean validation share of the non-test data; the meta set "
+                             "comes out of the rest, the remainder is trained on",
+                             low=0.01, high=0.99),
+    },
 }

@@ -70,4 +70,5 @@ SKILL = Skill(
                         tune=True, search=(1e-4, 1e-2)),
     },
     build=build,
+    levels=("weights", "arch"),
 )

@@ -37,8 +37,9 @@ Other choices (recorded in every run's params):
 - r has one entry per meta example by id (as `lfm`); x and u use the meta batch;
 - b is clamped at 0 inside the losses (a negative weight would make W1 ascend that loss);
 - W1/W2: the classifier knobs (SGD `w_lr` 0.03 by default — MW-Net's 0.1 memorises the noisy
-  digits; momentum 0.9, wd 5e-4, /10 at 80% and 90% of the epochs); plain momentum, not the
-  code's Nesterov, because the engine's unroll mirrors plain SGD; method finite_difference;
+  digits; momentum 0.9, wd 5e-4, /10 at 80% and 90% of the epochs); plain momentum by
+  default (`momentum=nesterov` gives the code's Nesterov, unrolled exactly; the measurements
+  in the README were made with plain momentum); method finite_difference;
 - W2 starts as a copy of W1 and persists (the imbalance script); the reported model is W2.
 Encoder V: small CNN for <=16px inputs, else ResNet-18 (random init unless `encoder_weights`).
 """
@@ -50,7 +51,7 @@ import json
 import torch
 import torch.nn.functional as F
 
-from skillearn.mlo import Level
+from skillearn.mlo import SECOND_ORDER_METHODS, Level
 from skillearn.reweighting.metrics import reweighting_metrics, weight_report
 from skillearn.reweighting.mwnet import binned_weight_curve
 from skillearn.trainables.classifiers import (
@@ -225,5 +226,5 @@ SKILL = Skill(
     },
     build=build,
     kind="reweighting",
-    methods=("finite_difference", "exact"),
+    methods=SECOND_ORDER_METHODS,
 )

@@ -6,7 +6,8 @@ import importlib
 from collections.abc import Mapping
 from typing import Any
 
-from skillearn.trainables.common import COMMON_KNOBS
+from skillearn.mlo.order import ORDERS, update_order
+from skillearn.trainables.common import COMMON_KNOBS, KIND_KNOBS
 from skillearn.trainables.skill import ConfigError, Knob, Skill
 
 _SKILL_MODULES: dict[str, str] = {
@@ -37,35 +38,40 @@ def get_skill(name: str) -> Skill:
 
 
 def all_knobs(skill: Skill) -> dict[str, Knob]:
-    """Common knobs overlaid with the skill's own (a skill may change a common default)."""
-    return {**COMMON_KNOBS, **skill.knobs}
+    """Common knobs, then its kind's defaults, then the skill's own (each may override)."""
+    return {**COMMON_KNOBS, **KIND_KNOBS.get(skill.kind, {}), **skill.knobs}
 
 
 def resolve_config(skill: Skill, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Defaults plus overrides, each value checked; unknown keys are an error, not ignored.
-
-    Keys starting with an underscore are platform plumbing and pass through unchecked.
-    """
+    """Defaults plus overrides, each value checked and given its knob's type; unknown keys
+    (underscore-prefixed ones included) are an error, not ignored."""
     knobs = all_knobs(skill)
     config: dict[str, Any] = {name: knob.default for name, knob in knobs.items()}
     for key, value in (overrides or {}).items():
-        if key.startswith("_"):
-            config[key] = value
-            continue
         if key not in knobs:
             raise ConfigError(
-                f"unknown setting {key!r} for skill {skill.name!r}; "
+                f"unknown setting {str(key)[:80]!r} for skill {skill.name!r}; "
                 f"known: {', '.join(sorted(knobs))}"
             )
-        knob = knobs[key]
-        is_int = isinstance(value, int) and not isinstance(value, bool)
-        if isinstance(knob.default, float) and is_int:
-            value = float(value)
-        knob.check(key, value)
-        config[key] = value
+        config[key] = knobs[key].coerce(key, value)
+    check_order(skill, config["order"])
     if config["method"] not in skill.methods:
         raise ConfigError(
             f"skill {skill.name!r} does not support method {config['method']!r}; "
             f"use one of {', '.join(skill.methods)}"
         )
     return config
+
+
+def check_order(skill: Skill, order: str) -> None:
+    """`order` is top_down, bottom_up, or a permutation of the skill's level names."""
+    if order in ORDERS:
+        return
+    if not skill.levels:
+        raise ConfigError(
+            f"order={order!r}: skill {skill.name!r} takes only {' or '.join(ORDERS)}"
+        )
+    try:
+        update_order(order, skill.levels)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from skillearn.data import BatchStream, DataBundle, DataSpec, load_data
+from skillearn.data.augment import training_augmentation
 from skillearn.search_spaces.darts import architecture_entropy
 from skillearn.trainables.checkpoint import load_checkpoint, save_checkpoint
 from skillearn.trainables.evaluation import class_accuracies, worst_class
@@ -35,13 +36,15 @@ class NonFiniteError(FloatingPointError):
 def data_spec(config: Mapping[str, Any]) -> DataSpec:
     """The DataSpec a config asks for (shared with the platform's up-front checks).
 
-    Skills that train on a clean meta set (MW-Net) have a `meta_per_class` knob.
+    Skills that train on a clean meta set (MW-Net) have a `meta_per_class` knob; it is carved
+    from the training part, after `val_fraction` of the data went to validation.
     """
     return DataSpec(
         name=config["dataset"],
         root=config["data_root"] or None,
         download=bool(config["download"]),
         seed=int(config["seed"]),
+        val_fraction=float(config.get("val_fraction", 0.5)),
         noise_rate=float(config["noise_rate"]),
         noise_type=config["noise_type"],
         imbalance=float(config["imbalance"]),
@@ -115,13 +118,19 @@ def _epoch_streams(
     data: DataBundle, cfg: Mapping[str, Any], epoch: int, device: torch.device
 ) -> dict[str, Any]:
     """Batch iterators for one epoch, seeded by (seed, epoch) so a resumed trial sees the same
-    batches it would have seen without the interruption."""
+    batches it would have seen without the interruption.
+
+    Every split the engine steps on is augmented when `augment` is on, as the papers' code
+    applies its training transform to the train, validation (DARTS) and meta (MW-Net) loaders.
+    """
     seed = cfg["seed"] * 100_003 + epoch
+    augment = training_augmentation(cfg["augment"], data.input_shape)
     splits = {"train": data.train, "val": data.val}
     if data.meta is not None:
         splits["meta"] = data.meta
     return {
-        name: iter(BatchStream(split, cfg["batch_size"], seed=seed + i, device=device))
+        name: iter(BatchStream(split, cfg["batch_size"], seed=seed + i, device=device,
+                               augment=augment))
         for i, (name, split) in enumerate(splits.items())
     }
 

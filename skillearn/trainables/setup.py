@@ -15,6 +15,7 @@ import torch
 from skillearn.data import DataBundle
 from skillearn.mlo import Level, MultilevelProgram
 from skillearn.search_spaces.darts import PRIMITIVES, Genotype, SpaceConfig, SuperNet
+from skillearn.trainables.skill import ConfigError
 
 # 8x8 inputs (the embedded digits) get a reduced space so a whole sweep fits in minutes on two
 # CPU cores; anything larger gets the full DARTS search setting (8 ops, 4 nodes, 8 cells, 16 C).
@@ -95,14 +96,17 @@ def resolve_space(config: Mapping[str, Any], data: DataBundle) -> tuple[SpaceCon
         preset_name = "reduced" if data.input_shape[-1] <= 8 else "full"
     preset = dict(PRESETS[preset_name])
     ops = tuple(o.strip() for o in config["ops"].split(",") if o.strip()) or preset["ops"]
-    space = SpaceConfig(
-        ops=ops,
-        nodes=config["nodes"] or preset["nodes"],
-        cells=config["cells"] or preset["cells"],
-        channels=config["channels"] or preset["channels"],
-        in_channels=data.input_shape[0],
-        num_classes=data.num_classes,
-    ).validate()
+    try:
+        space = SpaceConfig(
+            ops=ops,
+            nodes=config["nodes"] or preset["nodes"],
+            cells=config["cells"] or preset["cells"],
+            channels=config["channels"] or preset["channels"],
+            in_channels=data.input_shape[0],
+            num_classes=data.num_classes,
+        ).validate()
+    except ValueError as err:  # an unknown or repeated op name: the same in every trial
+        raise ConfigError(f"search space: {err}") from None
     retrain = {
         "channels": config["retrain_channels"] or preset["retrain_channels"],
         "cells": config["retrain_cells"] or preset["retrain_cells"],
@@ -115,5 +119,6 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device=cuda was requested but no CUDA device is available")
+        raise ConfigError("device=cuda was requested but no CUDA device is available here; use "
+                          "device=auto or cpu, or --address of a Ray cluster with GPUs")
     return torch.device(name)

@@ -29,6 +29,7 @@ def clone_weights(
 
 
 _OWN_TENSORS: WeakKeyDictionary[torch.nn.Module, dict[str, torch.Tensor]] = WeakKeyDictionary()
+_UNTIED: WeakKeyDictionary[torch.nn.Module, bool] = WeakKeyDictionary()
 
 
 def _own_tensors(net: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -37,6 +38,38 @@ def _own_tensors(net: torch.nn.Module) -> dict[str, torch.Tensor]:
         own = {**dict(net.named_parameters()), **dict(net.named_buffers())}
         _OWN_TENSORS[net] = own
     return own
+
+
+def _has_no_tied_tensors(net: torch.nn.Module) -> bool:
+    """No parameter or buffer is registered under two names (then `functional_call` need not
+    walk the module tree on every call to untie them: the same call, without that walk)."""
+    untied = _UNTIED.get(net)
+    if untied is None:
+        named = [*net.named_parameters(remove_duplicate=False),
+                 *net.named_buffers(remove_duplicate=False)]
+        untied = len({id(t) for _, t in named}) == len(named)
+        _UNTIED[net] = untied
+    return untied
+
+
+def call_with(
+    net: torch.nn.Module,
+    tensors: Mapping[str, torch.Tensor],
+    args: tuple,
+    kwargs: Mapping[str, object] | None = None,
+) -> object:
+    """`net(*args, **kwargs)` with the tensors of `tensors` that differ from its own swapped in.
+
+    Per-pass overhead matters on small networks (the engine evaluates a loss 4-6 times per
+    step): a loss at the module's current weights calls it directly, and a module without tied
+    tensors skips `functional_call`'s untie walk. Either way the same tensors are used.
+    """
+    own = _own_tensors(net)
+    changed = {k: v for k, v in tensors.items() if own.get(k) is not v}
+    if not changed:
+        return net(*args, **(kwargs or {}))
+    return functional_call(net, changed, args, dict(kwargs or {}),
+                           tie_weights=not _has_no_tied_tensors(net))
 
 
 def run_with(
@@ -49,14 +82,10 @@ def run_with(
     Only tensors that differ from the module's own are swapped in: a supernet has hundreds of
     parameters and a loss evaluated at the current weights should not pay for swapping them.
     """
-    own = _own_tensors(net)
     merged: dict[str, torch.Tensor] = {}
     for tensors in tensor_sets:
         merged.update(tensors)
-    changed = {k: v for k, v in merged.items() if own.get(k) is not v}
-    if not changed:
-        return net(x)
-    return functional_call(net, changed, (x,))
+    return call_with(net, merged, (x,))
 
 
 def count_parameters(tensors: Mapping[str, torch.Tensor]) -> int:

@@ -1,6 +1,6 @@
 """DARTS CNN cell search space: ops, supernet, genotypes, discrete network and diagrams."""
 
-from .genotype import DARTS_V2, Genotype, architecture_entropy, derive_genotype
+from .genotype import DARTS_V2, Genotype, architecture_entropy, derive_genotype, parse_genotype
 from .network import DiscreteNetwork
 from .ops import OPS, PRIMITIVES
 from .space import SpaceConfig
@@ -27,6 +27,7 @@ __all__ = [
     "SuperNet",
     "architecture_entropy",
     "derive_genotype",
+    "parse_genotype",
     "draw_alpha_evolution",
     "draw_cell",
 ]

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .ops import CONV_SPECS, dilated_depthwise_as_dense, polyphase_applies
+from .ops import CONV_SPECS, dilated_depthwise_as_dense, polyphase_applies, strided_pointwise
 
 POOL_OPS = ("max_pool_3x3", "avg_pool_3x3")
 
@@ -126,8 +126,8 @@ class EdgeBundle(nn.Module):
         pad_w, pad_h = relu.shape[3] % 2, relu.shape[2] % 2
         if pad_w or pad_h:
             shifted = F.pad(shifted, (0, pad_w, 0, pad_h))
-        first = F.conv2d(relu, self.fr_conv_1, stride=2)
-        second = F.conv2d(shifted, self.fr_conv_2, stride=2)
+        first = strided_pointwise(relu, self.fr_conv_1)
+        second = strided_pointwise(shifted, self.fr_conv_2)
         h, wd = first.shape[-2:]
         if _is_nhwc(first):  # interleave the halves edge by edge without leaving NHWC
             out = torch.cat([first.permute(0, 2, 3, 1).reshape(n, h, wd, e, c // 2),

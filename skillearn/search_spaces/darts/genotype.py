@@ -139,3 +139,48 @@ DARTS_V2 = Genotype(
     reduce_concat=(2, 3, 4, 5),
 )
 """The second-order DARTS CIFAR-10 cell (quark0/darts ``genotypes.py``), for reference."""
+
+
+MAX_GENOTYPE_NODES = 16
+
+
+def parse_genotype(text: str) -> Genotype:
+    """A genotype from untrusted JSON, checked fully (ValueError naming the first problem):
+    the four keys, two `[op, input]` edges per node with a known op and an input that exists
+    at that node, and concat indices of distinct intermediate nodes — so a malformed file fails
+    here, not halfway into building the network."""
+    from .ops import OPS
+
+    try:
+        data = json.loads(text)
+    except ValueError as err:
+        raise ValueError(f"not JSON ({err})") from None
+    keys = ("normal", "normal_concat", "reduce", "reduce_concat")
+    if not isinstance(data, dict) or any(k not in data for k in keys):
+        raise ValueError(f"a genotype is a JSON object with the keys {', '.join(keys)}")
+    for cell in ("normal", "reduce"):
+        edges, concat = data[cell], data[f"{cell}_concat"]
+        if not isinstance(edges, list) or not edges or len(edges) % 2:
+            raise ValueError(f"{cell}: needs a non-empty list with two edges per node")
+        nodes = len(edges) // 2
+        if nodes > MAX_GENOTYPE_NODES:
+            raise ValueError(f"{cell}: {nodes} nodes, at most {MAX_GENOTYPE_NODES} are supported")
+        for k, edge in enumerate(edges):
+            if (not isinstance(edge, list) or len(edge) != 2 or not isinstance(edge[0], str)
+                    or not isinstance(edge[1], int) or isinstance(edge[1], bool)):
+                raise ValueError(f"{cell} edge {k}: expected [op name, input index], "
+                                 f"got {str(edge)[:60]}")
+            op, source = edge
+            if op not in OPS:
+                raise ValueError(f"{cell} edge {k}: unknown op {op[:40]!r}; known: "
+                                 f"{', '.join(OPS)}")
+            if not 0 <= source < 2 + k // 2:
+                raise ValueError(f"{cell} edge {k} (node {k // 2}) reads state {source}, which "
+                                 f"does not exist there (0 .. {1 + k // 2})")
+        if (not isinstance(concat, list) or not concat
+                or any(not isinstance(i, int) or isinstance(i, bool) for i in concat)
+                or len(set(concat)) != len(concat)
+                or any(not 2 <= i < 2 + nodes for i in concat)):
+            raise ValueError(f"{cell}_concat: expected distinct node indices in 2 .. "
+                             f"{1 + nodes}, got {str(concat)[:60]}")
+    return Genotype.from_dict(data)

@@ -162,6 +162,16 @@ class Zero(nn.Module):
         return x[:, :, :: self.stride, :: self.stride].mul(0.0)
 
 
+def strided_pointwise(x: Tensor, weight: Tensor) -> Tensor:
+    """A stride-2 1x1 conv, computed as the 1x1 conv of the even pixels (the same numbers).
+
+    oneDNN 3.12 (torch 2.14) corrupts the heap in the backward of a stride-2 1x1 conv on NHWC
+    inputs with fewer than 8 channels on CPUs without AVX-512 (reproduce with
+    ``ONEDNN_MAX_CPU_ISA=AVX2``); the sliced form never reaches that kernel.
+    """
+    return F.conv2d(x[:, :, ::2, ::2], weight)
+
+
 class FactorizedReduce(nn.Module):
     """Halve the spatial size with two offset stride-2 1x1 convs, concatenated on channels.
 
@@ -182,7 +192,8 @@ class FactorizedReduce(nn.Module):
         pad_w, pad_h = x.shape[3] % 2, x.shape[2] % 2
         if pad_w or pad_h:
             shifted = nn.functional.pad(shifted, (0, pad_w, 0, pad_h))
-        out = torch.cat([self.conv_1(x), self.conv_2(shifted)], dim=1)
+        out = torch.cat([strided_pointwise(x, self.conv_1.weight),
+                         strided_pointwise(shifted, self.conv_2.weight)], dim=1)
         return self.bn(out)
 
 
