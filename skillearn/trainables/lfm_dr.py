@@ -5,8 +5,8 @@
     b, V, r       = argmin CE(W2*, meta batch)                     level `upper`, reads `w2`
     a_i = sigmoid(sum_j r_j x_ij z_ij u_j),  u_j = CE(W1'(d_j^val))  (eqs. 2-5, `example_weights`)
 
-D_val is the clean, class-balanced meta set (`meta_per_class`, default 10 per class, carved from
-the validation split exactly as for `mwnet`), as in the official DR code (10 per class for
+D_val is the clean, class-balanced meta set (`meta_per_class`, default 10 per class, carved
+exactly as for `mwnet`, see `skillearn.data.load`), as in the official DR code (10 per class for
 imbalance, 1,000 for noise on CIFAR); so `compare` gives `lfm_dr` and `mwnet` the same clean data.
 
 Where b reaches the validation loss (`b_path`):
@@ -202,7 +202,7 @@ SKILL = Skill(
     knobs={
         **CLASSIFIER_KNOBS,
         "meta_per_class": Knob(META_PER_CLASS, "clean meta examples per class (D_val), carved "
-                               "from validation as for mwnet (DR code: 10 for imbalance, 100 for "
+                               "as for mwnet (DR code: 10 for imbalance, 100 for "
                                "noise on CIFAR-10)", low=1, high=1000),
         "b_path": Knob("w2", "how b reaches the meta loss: w2 = b also weights W2's loss (as the "
                        "noise code's W2 restart from W1' does), mistakes = only W1 -> u -> a -> "
