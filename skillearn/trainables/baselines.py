@@ -6,6 +6,8 @@ classifier, optimizer and schedule as `mwnet`, so a comparison differs only in t
 - `focal` (Lin et al., 2017): -(1 - p)^gamma log p;
 - `class_balanced` (Cui et al., 2019): CE weighted per class by 1 / effective number,
   (1 - beta) / (1 - beta^n_c), with n_c the observed train count of class c.
+They learn no weights; the deviations they share with `mwnet` (classifier, schedule, digits
+rates) are listed there.
 """
 
 from __future__ import annotations
