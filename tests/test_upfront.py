@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from skillearn.knobs import ConfigError, Knob
 from skillearn.platform import cli, sweep
 from skillearn.platform.validate import SWEEP_RECORD, write_sweep_record
 from skillearn.trainables.registry import get_skill, resolve_config
-from skillearn.trainables.skill import ConfigError, Knob
 
 REFUSED = [
     (["sweep", "darts", "--set", "ops=skip_connect,nosuchop"], "unknown op"),
