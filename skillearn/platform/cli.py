@@ -141,14 +141,9 @@ def _tracking_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from skillearn.knobs import ConfigError
-    from skillearn.platform.validate import parse_sets, validate_sweep
-    from skillearn.trainables.registry import get_skill
+    from skillearn.platform.validate import parse_sets, skill_named, validate_sweep
 
-    try:
-        skill = get_skill(args.skill)
-    except ConfigError as err:
-        raise UsageError(f"{err} (see `skillearn skills`)") from None
+    skill = skill_named(args.skill)
     # precedence: the spec file, then --set, then the named flags
     overrides: dict[str, Any] = read_spec(args.config) if args.config else {}
     overrides.update(parse_sets(args.sets, skill))

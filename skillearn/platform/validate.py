@@ -408,6 +408,14 @@ def _latest_sweep(storage: Path, prefix: str) -> str | None:
     return max(p.name for p in found) if found else None  # names end in a timestamp
 
 
+def skill_named(name: str) -> Skill:
+    """The skill a sweep names; an unknown name is a UsageError pointing at `skillearn skills`."""
+    try:
+        return get_skill(name)
+    except ConfigError as err:
+        raise UsageError(f"{err} (see `skillearn skills`)") from None
+
+
 def validate_sweep(
     skill_name: str,
     overrides: Mapping[str, Any],
@@ -428,10 +436,7 @@ def validate_sweep(
 ) -> SweepSpec:
     """Check everything about a sweep request; raise a SkillearnError (UsageError, or the
     data layer's DataError) naming the first problem."""
-    try:
-        skill = get_skill(skill_name)
-    except ConfigError as err:
-        raise UsageError(f"{err} (see `skillearn skills`)") from None
+    skill = skill_named(skill_name)
     overrides = dict(overrides)
     for path_knob in ("data_root", "encoder_weights"):  # trials run in another directory
         if overrides.get(path_knob) and isinstance(overrides[path_knob], str):  # else refused
