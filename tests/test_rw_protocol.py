@@ -13,13 +13,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from skillearn.data import data_spec
+from skillearn.knobs import ConfigError
 from skillearn.mlo import Level, MultilevelProgram
 from skillearn.platform.cli import main
 from skillearn.reweighting.mwnet import MetaWeightNet, input_width, weight_inputs
 from skillearn.trainables.mwnet import mwnet_train_loss, theta_optimizer
 from skillearn.trainables.registry import get_skill, resolve_config
-from skillearn.trainables.runner import data_spec, run_skill
-from skillearn.trainables.skill import ConfigError
+from skillearn.trainables.runner import run_skill
 
 
 @pytest.mark.parametrize(("skill", "expected"), [("darts", 0.5), ("lfm", 0.5), ("mwnet", 0.1),

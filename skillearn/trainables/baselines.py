@@ -17,13 +17,13 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from skillearn.knobs import Knob, Skill
 from skillearn.mlo import Level
 from skillearn.reweighting.losses import class_balanced_loss, class_balanced_weights, focal_loss
 from skillearn.reweighting.metrics import reweighting_metrics
 from skillearn.trainables.classifiers import CLASSIFIER_KNOBS, classifier_optimizer, make_classifier
 from skillearn.trainables.evaluation import class_accuracies
 from skillearn.trainables.setup import Built, Setup, program_for
-from skillearn.trainables.skill import Knob, Skill
 from skillearn.trainables.weights import count_parameters, run_with
 
 LossOf = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

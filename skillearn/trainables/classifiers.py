@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from skillearn.data import Split
-from skillearn.trainables.skill import Knob
+from skillearn.knobs import Knob
 from skillearn.trainables.weights import call_with
 
 FEATURE_LAYERS = ("layer1", "layer2", "layer3")

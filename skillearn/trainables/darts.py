@@ -18,9 +18,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from skillearn.knobs import Knob, Skill
 from skillearn.mlo import Level
 from skillearn.trainables.setup import Built, Setup, build_supernet, program_for
-from skillearn.trainables.skill import Knob, Skill
 from skillearn.trainables.weights import count_parameters, run_with
 
 

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from skillearn.knobs import Knob, Skill
 from skillearn.mlo import SECOND_ORDER_METHODS, Level, LossFn
 from skillearn.reweighting.metrics import reweighting_metrics
 from skillearn.reweighting.mwnet import MetaWeightNet, input_width, weight_curve, weight_inputs
@@ -40,7 +41,6 @@ from skillearn.trainables.classifiers import (
 )
 from skillearn.trainables.evaluation import class_accuracies
 from skillearn.trainables.setup import Built, Setup, program_for
-from skillearn.trainables.skill import Knob, Skill
 from skillearn.trainables.weights import count_parameters, run_with
 
 META_PER_CLASS = 10

@@ -22,12 +22,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from skillearn.knobs import Knob, Skill
 from skillearn.mlo import SECOND_ORDER_METHODS
 from skillearn.reweighting.mwnet import MWNET_INPUTS
 from skillearn.trainables.classifiers import FEATURE_LAYERS
 from skillearn.trainables.mwnet import MWNET_KNOBS, build_mwnet
 from skillearn.trainables.setup import Built, Setup
-from skillearn.trainables.skill import Knob, Skill
 
 WIDTHS = (10, 50, 100, 200)
 MAX_LAYERS = 3
