@@ -27,9 +27,10 @@ Reported per case, all three step functions timed interleaved in one process (`c
 - hypergradient agreement on the same state (identical weights and batches):
   `mixed`: the second-order term -d/du <grad_w f(w, u), v> with the same v = grad_w of the upper
   loss, as Betty's `hypergradient.darts` and skillearn's `mixed_vjp_finite_difference` compute
-  it, each also against the exact double-backward value; `engine`: the full gradient each engine
-  hands its upper optimizer from that state (skillearn's is taken through the one-step unroll
-  w' = w - xi grad, Betty's at w with an identity inverse Hessian: for MW-Net, whose upper loss
+  it, each also against the exact double-backward value; `engine`: the gradient each engine
+  hands its upper optimizer in one step from that state (skillearn's through the one-step
+  unroll w' = w - xi grad; Betty's after its inner step to w_{t+1}, the same point, with an
+  identity inverse Hessian and the finite difference taken there: for MW-Net, whose upper loss
   has no direct term, both point the same way; for DARTS they weight the second-order term
   differently by design, xi vs 1, so this cosine is reported, not judged).
   Betty's MW-Net example detaches MW-Net's input *at the perturbed weights*, so its finite
@@ -474,6 +475,10 @@ def hypergradient_agreement(case: PeerCase, device: torch.device, seed: int,
         program, batches, upper_name = parts.program, parts.batches, "arch"
     skillearn_full, _ = program.gradient(upper_name, batches)
     skillearn_full = [skillearn_full[k] for k in parts.upper_params]
+    # the method's own hypergradient, exactly: double backward through the one-step unroll
+    exact_full, _ = program.gradient(upper_name, batches, method="exact")
+    exact_full = [exact_full[k] for k in parts.upper_params]
+    result["engine"]["cos_skillearn_exact"] = cosine(skillearn_full, exact_full)
     if not with_betty:
         return result
 
@@ -497,7 +502,10 @@ def hypergradient_agreement(case: PeerCase, device: torch.device, seed: int,
     result["betty_restore_displacement"] = displacement
     result["betty_restore_expected_if_buggy"] = FD_RADIUS
 
-    # Betty's full upper gradient from this state: its outer step minus the optimizer step
+    # Betty's upper gradient for one engine step from this state: its inner step first (as
+    # its engine orders them; skillearn's unroll mirrors that SGD step), then the outer's
+    # gradient at the new weights, without the outer optimizer step
+    side.inner.one_step_descent()
     outer = side.outer
     loss, _ = outer.get_loss(parts.upper_batch)
     outer.backward(loss=loss, params=outer.trainable_parameters(), paths=outer._paths,
@@ -506,8 +514,9 @@ def hypergradient_agreement(case: PeerCase, device: torch.device, seed: int,
     betty_full = [p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p)
                   for p in outer.trainable_parameters()]
     outer.zero_grad()
-    result["engine"] = {"cos_skillearn_betty": cosine(skillearn_full, betty_full),
-                        "judged": case.kind == "mwnet"}
+    result["engine"].update(cos_skillearn_betty=cosine(skillearn_full, betty_full),
+                            cos_betty_exact=cosine(betty_full, exact_full),
+                            judged=case.kind == "mwnet")
     return result
 
 
@@ -528,6 +537,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-memory", action="store_true", help="skip peak-memory probes")
+    parser.add_argument("--hypergradients-only", action="store_true",
+                        help="only the hypergradient agreement (no timing, no memory)")
     parser.add_argument("--no-betty", action="store_true",
                         help="skillearn side only, even if Betty is importable")
     parser.add_argument("--json", default=None, help="write every figure to this JSON file")
@@ -690,9 +701,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     if missing:
         print(f"note: Betty rows skipped: {missing}")
     for name in names:
-        result = run_case(CASES[name], device, args, engines)
+        if args.hypergradients_only:
+            result = {"case": name, "hypergradients": hypergradient_agreement(
+                CASES[name], device, args.seed, BETTY in engines)}
+            print(f"\n### {name}\n" + json.dumps(result["hypergradients"], indent=1))
+        else:
+            result = run_case(CASES[name], device, args, engines)
+            print_case(result)
         payload["results"].append(result)
-        print_case(result)
         if args.json:
             write_json(args.json, payload)
     return payload
