@@ -3,6 +3,7 @@
 The public Python API (see the README's Layout section):
 
     skillearn.trainable("lfm", dataset="digits")   # a Ray Tune trainable, for your own Tuner
+    skillearn.search_space("lfm")                  # its tuned knobs as a Tune param_space
     skillearn.sweep("lfm", dataset="digits")       # a whole sweep; the trials as a DataFrame
     skillearn.available_skills()                   # built-in skills and installed plugins
     skillearn.get_skill("lfm")                     # a skill's knobs, metric and levels
@@ -23,14 +24,18 @@ __version__ = "0.1.0"
 _LAZY = {
     "trainable": "skillearn.api",
     "sweep": "skillearn.api",
+    "search_space": "skillearn.api",
     "available_skills": "skillearn.trainables.registry",
     "get_skill": "skillearn.trainables.registry",
 }
 
-__all__ = ["SkillearnError", "__version__", "available_skills", "get_skill", "sweep", "trainable"]
+__all__ = [
+    "SkillearnError", "__version__", "available_skills", "get_skill", "search_space", "sweep",
+    "trainable",
+]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
-    from skillearn.api import sweep, trainable
+    from skillearn.api import search_space, sweep, trainable
     from skillearn.trainables.registry import available_skills, get_skill
 
 

@@ -23,7 +23,7 @@ from skillearn.trainables.registry import get_skill, resolve_config
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import pandas as pd
 
-__all__ = ["trainable", "sweep"]
+__all__ = ["search_space", "sweep", "trainable"]
 
 
 def trainable(skill: str, **settings: Any) -> Callable[[dict[str, Any]], None]:
@@ -50,10 +50,34 @@ def trainable(skill: str, **settings: Any) -> Callable[[dict[str, Any]], None]:
     return run
 
 
-SWEEP_OPTIONS = frozenset({
-    "skill", "samples", "seeds", "storage", "name", "tracking_uri", "experiment", "address",
-    "resume", "concurrency", "cpus_per_trial", "gpus_per_trial", "asha", "optuna_storage",
-})
+def search_space(skill: str, **pinned: Any) -> dict[str, Any]:
+    """The skill's tuned knobs (those not in `pinned`) as a Ray Tune `param_space`, with the
+    ranges `skillearn sweep` searches: `tune.choice`, `tune.(log)uniform`, `tune.(log)randint`.
+
+    Knobs searched only under a condition (`Knob.when`) are left out, so they keep their
+    defaults: a plain param_space cannot say "only when"; `sweep` searches them.
+    """
+    from ray import tune
+
+    from skillearn.search_spaces.hpo import _check_searchable
+
+    chosen = get_skill(skill)
+    resolve_config(chosen, pinned)  # unknown names and bad values fail here
+    space: dict[str, Any] = {}
+    for name, knob in chosen.tuned_knobs().items():
+        if name in pinned or knob.when:
+            continue
+        _check_searchable(name, knob)
+        if knob.choices is not None or isinstance(knob.default, bool):
+            space[name] = tune.choice(list(knob.choices or (False, True)))
+            continue
+        low, high = knob.search_range()
+        if isinstance(knob.default, int):  # randint's upper bound is exclusive
+            sample = tune.lograndint if knob.log else tune.randint
+            space[name] = sample(int(low), int(high) + 1)
+        else:
+            space[name] = (tune.loguniform if knob.log else tune.uniform)(low, high)
+    return space
 
 
 def sweep(
