@@ -14,6 +14,7 @@ import Ray, torch and MLflow only when they run.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -106,7 +107,8 @@ def sweep(
     `tracking_uri`, ...), with the same defaults. Everything is checked, and every trial's set-up
     tried once, before Ray starts: a mistake raises a SkillearnError naming it. A Ray already
     initialised by the caller is used (and left running); otherwise a local one is started for
-    the sweep and shut down after. Raises RuntimeError when every trial failed.
+    the sweep and shut down after. Raises RuntimeError when every trial failed; warns when
+    MLflow writes were left in the sweep's backlog (`frame.attrs["unsent_writes"]`).
     """
     from skillearn.platform.dryrun import dry_run
     from skillearn.platform.sweep import SKILL_KEY, fit_sweep
@@ -127,7 +129,13 @@ def sweep(
     if chosen.metric in frame:
         frame = frame.sort_values(chosen.metric, ascending=chosen.mode == "min",
                                   na_position="last", ignore_index=True)
+    from skillearn.platform.tracking import unsent_writes
+
+    unsent = unsent_writes(spec.path, spec.name)  # the tracker said how to send them
+    if unsent:
+        warnings.warn(f"{unsent} MLflow writes of sweep {spec.name} wait in its backlog; send "
+                      f"them with `skillearn sync {spec.path}`", stacklevel=2)
     frame.attrs.update(skill=spec.skill, name=spec.name, path=spec.path,
                        tracking_uri=spec.tracking_uri, experiment=spec.experiment,
-                       metric=chosen.metric, mode=chosen.mode)
+                       metric=chosen.metric, mode=chosen.mode, unsent_writes=unsent)
     return frame

@@ -228,6 +228,7 @@ def test_plugin_skill_sweeps(local_ray, plugin_site: Path, tmp_path: Path) -> No
     low, high = skillearn.get_skill(PLUGIN_SKILL).knobs["smoothing"].search_range()
     assert low <= row["config/smoothing"] <= high
     assert trials.attrs["skill"] == PLUGIN_SKILL and trials.attrs["path"].endswith("/plugin")
+    assert trials.attrs["unsent_writes"] == 0
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(uri)
