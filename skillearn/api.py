@@ -3,7 +3,7 @@
 `trainable` is for people with their own Tune code (any searcher, scheduler, callbacks):
 
     tuner = tune.Tuner(skillearn.trainable("lfm", dataset="digits", epochs=2),
-                       param_space={"lr": tune.loguniform(1e-3, 1e-1)},
+                       param_space={"w_lr": tune.loguniform(1e-3, 1e-1)},
                        tune_config=tune.TuneConfig(metric="val_acc", mode="max", num_samples=4))
 
 `sweep` is `skillearn sweep` from a notebook: the same checks and dry run (a mistake raises a
@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from skillearn.platform.validate import _check_data, absolute_paths, validate_sweep
-from skillearn.trainables.registry import get_skill, resolve_config
+from skillearn.trainables import ConfigError, get_skill, resolve_config
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import pandas as pd
@@ -60,19 +60,18 @@ def search_space(skill: str, **pinned: Any) -> dict[str, Any]:
     """
     from ray import tune
 
-    from skillearn.search_spaces.hpo import _check_searchable
-
     chosen = get_skill(skill)
     resolve_config(chosen, pinned)  # unknown names and bad values fail here
     space: dict[str, Any] = {}
     for name, knob in chosen.tuned_knobs().items():
         if name in pinned or knob.when:
             continue
-        _check_searchable(name, knob)
         if knob.choices is not None or isinstance(knob.default, bool):
             space[name] = tune.choice(list(knob.choices or (False, True)))
             continue
         low, high = knob.search_range()
+        if low is None or high is None:  # a skill's declaration error, as in `sweep`
+            raise ConfigError(f"knob {name!r} of skill {skill!r} is tuned but has no range")
         if isinstance(knob.default, int):  # randint's upper bound is exclusive
             sample = tune.lograndint if knob.log else tune.randint
             space[name] = sample(int(low), int(high) + 1)
