@@ -20,9 +20,9 @@ from benchmarks.naive import Architect, ArchitectSettings, Network
 from benchmarks.naive.train_search import network_optimizer, search_step, weight_step
 from skillearn.data import DataBundle, Split
 from skillearn.mlo import HYPERGRADIENT_METHODS
-from skillearn.search_spaces.darts import PRIMITIVES, SpaceConfig, SuperNet
+from skillearn.search_spaces.darts import PRESETS, PRIMITIVES, SpaceConfig, SuperNet
 from skillearn.trainables import get_skill, resolve_config
-from skillearn.trainables.setup import PRESETS, Setup, use_fused_cells
+from skillearn.trainables.setup import Setup, use_fused_cells
 
 StepFn = Callable[[], Any]
 

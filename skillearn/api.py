@@ -18,8 +18,9 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from skillearn.platform.validate import _check_data, absolute_paths, validate_sweep
-from skillearn.trainables import ConfigError, get_skill, resolve_config
+from skillearn.knobs import ConfigError
+from skillearn.platform.validate import absolute_paths, validate_sweep
+from skillearn.trainables.registry import get_skill, resolve_config
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import pandas as pd
@@ -36,9 +37,11 @@ def trainable(skill: str, **settings: Any) -> Callable[[dict[str, Any]], None]:
     `tune.with_resources` for more than one CPU per trial. Unknown skills and bad settings raise
     a ConfigError here, before Ray starts; a bad value from the param space fails its trial.
     """
+    from skillearn.data import check_data_spec, data_spec
+
     chosen = get_skill(skill)
     fixed = absolute_paths(settings)
-    _check_data(resolve_config(chosen, fixed))  # types, ranges and data now, not per trial
+    check_data_spec(data_spec(resolve_config(chosen, fixed)))  # types, ranges, data: now
     name = chosen.name
 
     def run(config: dict[str, Any]) -> None:

@@ -37,6 +37,13 @@ def test_error_summary_prefers_skillearn_errors_on_one_line() -> None:
             "ray.exceptions.RayTaskError(CheckpointError): wrapped\n")
     assert error_summary(text) == "CheckpointError: checkpoint /r/t/trial.pt is corrupt: bad"
     assert error_summary("Traceback\nValueError: boom\n") == "ValueError: boom"
+    # told by module path, not by a list of names: a skillearn error raised in a trial wins
+    # over the library error Ray's report ends with
+    nan = ("Traceback\nskillearn.trainables.runner.NonFiniteError: training loss became nan\n"
+           "\nDuring handling:\nray.tune.error.TuneError: trial failed\n")
+    assert error_summary(nan) == "NonFiniteError: training loss became nan"
+    unroll = "skillearn.mlo.unroll.UnrollError: Adagrad cannot unroll\nRuntimeError: wrapped\n"
+    assert error_summary(unroll) == "UnrollError: Adagrad cannot unroll"  # a newer error class
     assert error_summary("") == "trial failed (no error message recorded)"
 
 

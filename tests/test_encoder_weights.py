@@ -10,11 +10,11 @@ import torch
 from torch import nn
 from torchvision.models import resnet18, resnet34
 
+from skillearn.knobs import ConfigError
 from skillearn.platform.cli import main
 from skillearn.platform.validate import UsageError, validate_sweep
 from skillearn.trainables.encoders import make_encoder
 from skillearn.trainables.registry import get_skill
-from skillearn.trainables.skill import ConfigError
 
 
 @pytest.fixture(scope="module")

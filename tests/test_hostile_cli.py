@@ -34,9 +34,9 @@ from typing import Any
 import pytest
 import yaml
 
+from skillearn.knobs import Knob
 from skillearn.platform import cli, sweep
 from skillearn.trainables.registry import all_knobs, available_skills, get_skill
-from skillearn.trainables.skill import Knob
 
 MARKER = "HOSTILE_MARKER"
 SEED = 20

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from skillearn.data import BatchStream, load_data
+from skillearn.data import BatchStream, data_spec, load_data
 from skillearn.mlo.order import update_order
 from skillearn.reweighting.trends import draw_weight_trends, trend_values
 from skillearn.trainables import ConfigError, get_skill, resolve_config
 from skillearn.trainables.group_adam import GroupAdam
 from skillearn.trainables.lfm import cosine_to_floor, example_weights
-from skillearn.trainables.runner import data_spec, run_skill, seed_everything
+from skillearn.trainables.runner import run_skill, seed_everything
 from skillearn.trainables.setup import Built, Setup, resolve_space
 
 TINY_NET = {"nodes": 1, "cells": 1, "channels": 4}

@@ -18,12 +18,12 @@ from typing import Any
 
 import pytest
 
+from skillearn.knobs import ConfigError, Knob, Skill
 from skillearn.platform.cli import main
 from skillearn.platform.report import best_trials, short_genotype
+from skillearn.platform.search_space import define_by_run
 from skillearn.platform.validate import UsageError, check_tracking_uri, parse_sets
-from skillearn.search_spaces.hpo import define_by_run
 from skillearn.trainables.registry import get_skill
-from skillearn.trainables.skill import ConfigError, Knob, Skill
 
 
 def _closed_port() -> int:

@@ -42,4 +42,4 @@ def test_retrain_refuses_a_file_without_a_genotype(tmp_path: Path, capsys) -> No
                  f"sqlite:///{tmp_path}/mlflow.db"])
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "does not hold a genotype" in err[0]
+    assert len(err) == 1 and "does not hold a valid genotype" in err[0]

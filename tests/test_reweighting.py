@@ -13,6 +13,7 @@ from torch import nn
 from torch.func import functional_call
 
 from skillearn.mlo import Level, MultilevelProgram
+from skillearn.platform.search_space import define_by_run
 from skillearn.reweighting import (
     MetaWeightNet,
     class_balanced_loss,
@@ -26,7 +27,6 @@ from skillearn.reweighting import (
 )
 from skillearn.reweighting.mwnet import MWNET_INPUTS
 from skillearn.reweighting.plots import draw_weight_function, draw_weight_histogram
-from skillearn.search_spaces.hpo import define_by_run
 from skillearn.trainables import get_skill
 from skillearn.trainables.classifiers import make_classifier
 from skillearn.trainables.mwnet import mwnet_train_loss

@@ -13,13 +13,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from skillearn.data import data_spec
+from skillearn.knobs import ConfigError
 from skillearn.mlo import Level, MultilevelProgram
 from skillearn.platform.cli import main
 from skillearn.reweighting.mwnet import MetaWeightNet, input_width, weight_inputs
 from skillearn.trainables.mwnet import mwnet_train_loss, theta_optimizer
 from skillearn.trainables.registry import get_skill, resolve_config
-from skillearn.trainables.runner import data_spec, run_skill
-from skillearn.trainables.skill import ConfigError
+from skillearn.trainables.runner import run_skill
 
 
 @pytest.mark.parametrize(("skill", "expected"), [("darts", 0.5), ("lfm", 0.5), ("mwnet", 0.1),
@@ -113,6 +114,21 @@ def test_theta_optimizer_follows_the_variant() -> None:
     assert isinstance(sgd, torch.optim.SGD)
     assert sgd.defaults["lr"] == 1e-5 and sgd.defaults["nesterov"]
     assert sgd.defaults["weight_decay"] == config["w_wd"]
+
+
+@pytest.mark.parametrize("skill", ["mwnet", "lfm_dr"])
+def test_classifier_momentum_knob_is_the_optimizer_and_unrolls(skill: str) -> None:
+    from skillearn.trainables.classifiers import classifier_optimizer
+
+    w = {"p": torch.zeros(3, requires_grad=True)}
+    plain = classifier_optimizer(w, resolve_config(get_skill(skill)))[0]
+    nesterov = classifier_optimizer(w, resolve_config(get_skill(skill),
+                                                      {"momentum": "nesterov"}))[0]
+    assert not plain.defaults["nesterov"] and nesterov.defaults["nesterov"]
+    reports: list[dict] = []
+    run_skill(skill, {**CORRUPTED, "momentum": "nesterov", "method": "exact"},
+              lambda m, _d: reports.append(dict(m)))
+    assert math.isfinite(reports[-1]["train_loss"])
 
 
 def test_weight_inputs_columns() -> None:

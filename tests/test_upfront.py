@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from skillearn.knobs import ConfigError, Knob
 from skillearn.platform import cli, sweep
 from skillearn.platform.validate import SWEEP_RECORD, write_sweep_record
 from skillearn.trainables.registry import get_skill, resolve_config
-from skillearn.trainables.skill import ConfigError, Knob
 
 REFUSED = [
     (["sweep", "darts", "--set", "ops=skip_connect,nosuchop"], "unknown op"),
@@ -31,6 +31,12 @@ REFUSED = [
     (["retrain", "--genotype", "{tmp}/geno.json", "--seeds", "-1"], "--seeds"),
     (["retrain", "--genotype", "{tmp}/bad_geno.json"], "reads state 7"),
     (["compare", "nosuchskill"], "unknown skill"),
+    (["sweep", "nosuchskill"], "unknown skill 'nosuchskill'; available: ce, "),
+    # the data layer's DataError reaches the CLI's one line as itself (no translation)
+    (["sweep", "darts", "--dataset", "cifar10", "--data-root", "{tmp}"],
+     "lacks cifar-10-batches-py/data_batch_1"),
+    (["retrain", "--genotype", "{tmp}/geno.json", "--dataset", "cifar10", "--data-root", "{tmp}"],
+     "pass --download to fetch them"),
     (["ui", "--tracking-uri", "foo://bar"], "foo://"),
     (["report", "--tracking-uri", "sqlite:///{tmp}/latin1.yaml"], "not an SQLite database"),
 ]

@@ -11,7 +11,7 @@ from .check import check_data_spec
 from .errors import DataError
 from .load import load_data
 from .registry import LOADERS, available_datasets
-from .spec import DataSpec
+from .spec import DataSpec, data_spec
 
 __all__ = [
     "LOADERS",
@@ -22,6 +22,7 @@ __all__ = [
     "Split",
     "available_datasets",
     "check_data_spec",
+    "data_spec",
     "iterate_once",
     "load_data",
 ]

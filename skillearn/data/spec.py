@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -31,3 +32,22 @@ class DataSpec:
         numpy scalars (as sweeps may pass) become Python numbers so json.dumps never fails.
         """
         return {k: v.item() if hasattr(v, "item") else v for k, v in asdict(self).items()}
+
+
+def data_spec(config: Mapping[str, Any]) -> DataSpec:
+    """The DataSpec a config asks for (the trial loads it; the driver checks it up front).
+
+    Skills that train on a clean meta set (MW-Net) have a `meta_per_class` knob; it is carved
+    from the training part, after `val_fraction` of the data went to validation.
+    """
+    return DataSpec(
+        name=config["dataset"],
+        root=config["data_root"] or None,
+        download=bool(config["download"]),
+        seed=int(config["seed"]),
+        val_fraction=float(config.get("val_fraction", 0.5)),
+        noise_rate=float(config["noise_rate"]),
+        noise_type=config["noise_type"],
+        imbalance=float(config["imbalance"]),
+        meta_per_class=int(config.get("meta_per_class", 0)),
+    )

@@ -141,14 +141,9 @@ def _tracking_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from skillearn.platform.validate import parse_sets, validate_sweep
-    from skillearn.trainables.registry import get_skill
-    from skillearn.trainables.skill import ConfigError
+    from skillearn.platform.validate import parse_sets, skill_named, validate_sweep
 
-    try:
-        skill = get_skill(args.skill)
-    except ConfigError as err:
-        raise UsageError(f"{err} (see `skillearn skills`)") from None
+    skill = skill_named(args.skill)
     # precedence: the spec file, then --set, then the named flags
     overrides: dict[str, Any] = read_spec(args.config) if args.config else {}
     overrides.update(parse_sets(args.sets, skill))
@@ -331,13 +326,11 @@ def _check_genotype(genotype_json: str, source: str) -> None:
 
 
 def _check_data_settings(settings: dict[str, Any]) -> None:
-    from skillearn.data import DataError, check_data_spec
-    from skillearn.trainables.runner import data_spec
+    """Bad data settings raise the data layer's DataError, which `main` reports like any
+    SkillearnError."""
+    from skillearn.data import check_data_spec, data_spec
 
-    try:
-        check_data_spec(data_spec(settings))
-    except DataError as err:
-        raise UsageError(str(err)) from None
+    check_data_spec(data_spec(settings))
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from skillearn.errors import SkillearnError
+from skillearn.knobs import Knob, Skill
 from skillearn.platform.validate import SweepSpec, UsageError
 from skillearn.trainables.registry import get_skill, resolve_config
-from skillearn.trainables.skill import Knob, Skill
 
 # Datasets small enough to load in the driver (milliseconds); file-backed ones (CIFAR,
 # ImageFolder) get the data layer's root checks only, their trials load them.
@@ -46,8 +46,8 @@ def dry_run(spec: SweepSpec) -> None:
 def trial_configs(spec: SweepSpec, skill: Skill) -> Iterator[tuple[str, dict[str, Any]]]:
     """(label, config) of representative trials: each seed, or the search space's corners —
     the config as Ray hands it to the trial (fixed settings plus the suggested values)."""
+    from skillearn.platform.search_space import define_by_run
     from skillearn.platform.sweep import SKILL_KEY, fixed_settings
-    from skillearn.search_spaces.hpo import define_by_run
 
     if spec.seeds:
         for seed in spec.seeds:
@@ -92,9 +92,8 @@ def _set_up_trial(
 ) -> None:
     """What `run_skill` does before its first step, short of training. `here`: the trials run
     on this machine (local Ray), so its devices are theirs."""
-    from skillearn.data import check_data_spec
+    from skillearn.data import check_data_spec, data_spec
     from skillearn.trainables.retrain import plan_retrain
-    from skillearn.trainables.runner import data_spec
     from skillearn.trainables.setup import Setup, pick_device, resolve_space
 
     cfg = resolve_config(skill, {k: v for k, v in config.items() if not k.startswith("_")})

@@ -55,8 +55,8 @@ def _typed(raw: Any, default: Any) -> Any:
 
 def retrain_settings(params: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
     """Data and network settings for retraining: the trial's, then the user's overrides."""
+    from skillearn.knobs import ConfigError
     from skillearn.trainables.common import COMMON_KNOBS
-    from skillearn.trainables.skill import ConfigError
 
     settings: dict[str, Any] = {k: COMMON_KNOBS[k].default for k in COMMON_KNOBS}
     for key in DATA_KEYS:
@@ -79,10 +79,9 @@ def retrain_seeds(
 ) -> list[dict[str, Any]]:
     """Retrain the genotype once per seed (data split fixed by the trial's seed) with the
     recipe `settings["retrain_recipe"]` selects; `epochs` None: the recipe's."""
-    from skillearn.data import load_data
+    from skillearn.data import data_spec, load_data
     from skillearn.search_spaces.darts import Genotype
     from skillearn.trainables.retrain import plan_retrain, retrain_genotype
-    from skillearn.trainables.runner import data_spec
     from skillearn.trainables.setup import pick_device
 
     genotype = Genotype.from_json(genotype_json)

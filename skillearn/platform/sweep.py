@@ -12,10 +12,10 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
+from skillearn.knobs import Skill
 from skillearn.platform.redact import redact
 from skillearn.platform.validate import SweepSpec, write_sweep_record
 from skillearn.trainables.registry import get_skill
-from skillearn.trainables.skill import Skill
 
 SKILL_KEY = "_skill"
 STATE_SNAPSHOT_S = 1.0
@@ -93,9 +93,9 @@ def build_tuner(spec: SweepSpec, concurrency: int) -> Any:
 
     from skillearn.platform.progress import ProgressPrinter
     from skillearn.platform.retry import RetryPolicy
+    from skillearn.platform.search_space import define_by_run
     from skillearn.platform.study_storage import study_storage
     from skillearn.platform.tracking import MlflowTracker
-    from skillearn.search_spaces.hpo import define_by_run
 
     skill = get_skill(spec.skill)
     trainable = tune.with_resources(

@@ -116,7 +116,7 @@ def _ops_for(result: Mapping[str, Any], config: Mapping[str, Any], n_ops: int) -
             continue
         if len(names) == n_ops:
             return names
-    from skillearn.trainables.setup import PRESETS
+    from skillearn.search_spaces.darts.space import PRESETS
 
     for preset in PRESETS.values():  # the op set of a preset is identified by its size
         if len(preset["ops"]) == n_ops:
@@ -791,24 +791,24 @@ def _short(err: BaseException) -> str:
     return redact_text(" ".join(str(err).split()))[:300]
 
 
-_EXC_LINE = re.compile(r"^(?:[A-Za-z_][\w]*\.)*([A-Za-z_]\w*(?:Error|Exception|Exit|Interrupt))"
+_EXC_LINE = re.compile(r"^((?:[A-Za-z_][\w]*\.)*)([A-Za-z_]\w*(?:Error|Exception|Exit|Interrupt))"
                        r"(?::\s*(.*))?$")
-PREFERRED_ERRORS = ("CheckpointError", "NonFiniteError", "ConfigError", "DataError",
-                    "FloatingPointError")
 
 
 def error_summary(text: str) -> str:
     """`Type: message` of the exception a traceback text ends with, on one line.
 
-    Prefers skillearn's own errors (a CheckpointError wrapped by Ray stays a CheckpointError);
-    module paths are dropped and credentials in URIs masked."""
+    Prefers skillearn's own errors, told by their module path (Python prints
+    `skillearn.….CheckpointError: …`), so a CheckpointError wrapped by Ray stays a
+    CheckpointError without a list of names to keep in step; module paths are dropped and
+    credentials in URIs masked."""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     found = [m for m in (_EXC_LINE.match(line) for line in lines) if m]
     if not found:
         return redact_text(lines[-1]) if lines else "trial failed (no error message recorded)"
-    preferred = [m for m in found if m.group(1) in PREFERRED_ERRORS]
+    preferred = [m for m in found if m.group(1).startswith("skillearn.")]
     match = (preferred or found)[-1]
-    name, message = match.group(1), (match.group(2) or "").strip()
+    name, message = match.group(2), (match.group(3) or "").strip()
     return redact_text(f"{name}: {message}" if message else name)[:MAX_TAG_CHARS]
 
 

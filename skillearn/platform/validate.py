@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from skillearn.errors import SkillearnError
+from skillearn.knobs import ConfigError, Skill
 from skillearn.platform.redact import redact
 from skillearn.trainables.registry import all_knobs, get_skill, resolve_config
-from skillearn.trainables.skill import ConfigError, Skill
 
 CONNECT_TIMEOUT_S = 3.0
 MAX_GPUS_PER_TRIAL = 8
@@ -373,14 +373,9 @@ def optuna_schema(url: str) -> str | None:
 
 def _check_data(config: Mapping[str, Any]) -> None:
     """The data layer's own cheap checks (unknown dataset, rates, missing CIFAR files)."""
-    from skillearn.data.check import check_data_spec
-    from skillearn.data.errors import DataError
-    from skillearn.trainables.runner import data_spec
+    from skillearn.data import check_data_spec, data_spec
 
-    try:
-        check_data_spec(data_spec(config))
-    except DataError as err:
-        raise UsageError(str(err)) from None
+    check_data_spec(data_spec(config))  # a DataError is a SkillearnError: the CLI's one line
 
 
 def _check_encoder_weights(path: str, kind: str) -> None:
@@ -425,6 +420,14 @@ def absolute_paths(overrides: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def skill_named(name: str) -> Skill:
+    """The skill a sweep names; an unknown name is a UsageError pointing at `skillearn skills`."""
+    try:
+        return get_skill(name)
+    except ConfigError as err:
+        raise UsageError(f"{err} (see `skillearn skills`)") from None
+
+
 def validate_sweep(
     skill_name: str,
     overrides: Mapping[str, Any],
@@ -443,11 +446,9 @@ def validate_sweep(
     optuna_storage: str | None = None,
     seeds: Sequence[int] | None = None,
 ) -> SweepSpec:
-    """Check everything about a sweep request; raise UsageError naming the first problem."""
-    try:
-        skill = get_skill(skill_name)
-    except ConfigError as err:
-        raise UsageError(f"{err} (see `skillearn skills`)") from None
+    """Check everything about a sweep request; raise a SkillearnError (UsageError, or the
+    data layer's DataError) naming the first problem."""
+    skill = skill_named(skill_name)
     overrides = absolute_paths(overrides)
     try:
         config = resolve_config(skill, overrides)

@@ -1,7 +1,7 @@
 """Skills: each module declares a skill's levels, losses and knobs; the runner does the rest."""
 
+from skillearn.knobs import ConfigError, Knob, Skill
 from skillearn.trainables.registry import all_knobs, available_skills, get_skill, resolve_config
-from skillearn.trainables.skill import ConfigError, Knob, Skill
 
 __all__ = [
     "ConfigError",

@@ -6,6 +6,8 @@ classifier, optimizer and schedule as `mwnet`, so a comparison differs only in t
 - `focal` (Lin et al., 2017): -(1 - p)^gamma log p;
 - `class_balanced` (Cui et al., 2019): CE weighted per class by 1 / effective number,
   (1 - beta) / (1 - beta^n_c), with n_c the observed train count of class c.
+They learn no weights; the deviations they share with `mwnet` (classifier, schedule, digits
+rates) are listed there.
 """
 
 from __future__ import annotations
@@ -15,13 +17,13 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from skillearn.knobs import Knob, Skill
 from skillearn.mlo import Level
 from skillearn.reweighting.losses import class_balanced_loss, class_balanced_weights, focal_loss
 from skillearn.reweighting.metrics import reweighting_metrics
 from skillearn.trainables.classifiers import CLASSIFIER_KNOBS, classifier_optimizer, make_classifier
 from skillearn.trainables.evaluation import class_accuracies
 from skillearn.trainables.setup import Built, Setup, program_for
-from skillearn.trainables.skill import Knob, Skill
 from skillearn.trainables.weights import count_parameters, run_with
 
 LossOf = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

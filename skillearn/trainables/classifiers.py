@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from skillearn.data import Split
-from skillearn.trainables.skill import Knob
+from skillearn.knobs import Knob
 from skillearn.trainables.weights import call_with
 
 FEATURE_LAYERS = ("layer1", "layer2", "layer3")
@@ -163,6 +163,9 @@ CLASSIFIER_KNOBS: dict[str, Knob] = {
                         "(MW-Net's epochs 80/90 of 100), cosine = to w_lr_min",
                         choices=("step", "cosine")),
     "w_lr_min": Knob(0.0, "cosine schedule floor", low=0.0, high=0.1),
+    "momentum": Knob("plain", "classifier SGD momentum 0.9: plain, or nesterov as the LFM-DR "
+                     "code and MW-Net's imbalance code (the engine unrolls either exactly)",
+                     choices=("plain", "nesterov")),
     "epochs": Knob(100, "training epochs (MW-Net, LFM: 100)", low=1, high=10000),
     "batch_size": Knob(100, "minibatch size of every level (MW-Net: 100)", low=2, high=8192),
 }
@@ -171,11 +174,10 @@ CLASSIFIER_KNOBS: dict[str, Knob] = {
 def classifier_optimizer(
     params: Mapping[str, torch.Tensor], cfg: Mapping[str, Any]
 ) -> tuple[torch.optim.SGD, Any]:
-    """SGD (momentum 0.9) and its per-epoch schedule sized to the `epochs` knob.
-
-    Plain momentum, not MW-Net's Nesterov: the engine's unrolled step mirrors plain SGD exactly.
-    """
+    """SGD (momentum 0.9, plain or Nesterov by the `momentum` knob) and its per-epoch schedule
+    sized to the `epochs` knob. The engine's unrolled step mirrors either exactly."""
     optimizer = torch.optim.SGD(params.values(), lr=cfg["w_lr"], momentum=0.9,
+                                nesterov=cfg.get("momentum", "plain") == "nesterov",
                                 weight_decay=cfg["w_wd"])
     epochs = int(cfg["epochs"])
     if cfg["lr_schedule"] == "cosine":

@@ -6,8 +6,8 @@ list, and so a skill module only declares what is its own.
 
 from __future__ import annotations
 
+from skillearn.knobs import Knob
 from skillearn.mlo.methods import METHODS
-from skillearn.trainables.skill import Knob
 
 HYPERGRADIENT_METHODS = METHODS  # the engine's registry, read when checked
 

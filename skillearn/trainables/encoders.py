@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from skillearn.trainables.skill import ConfigError, Knob
+from skillearn.knobs import ConfigError, Knob
 
 RESNET_DEPTHS = {"resnet18": 18, "resnet34": 34, "resnet50": 50}
 

@@ -5,8 +5,8 @@
     b, V, r       = argmin CE(W2*, meta batch)                     level `upper`, reads `w2`
     a_i = sigmoid(sum_j r_j x_ij z_ij u_j),  u_j = CE(W1'(d_j^val))  (eqs. 2-5, `example_weights`)
 
-D_val is the clean, class-balanced meta set (`meta_per_class`, default 10 per class, carved from
-the validation split exactly as for `mwnet`), as in the official DR code (10 per class for
+D_val is the clean, class-balanced meta set (`meta_per_class`, default 10 per class, carved
+exactly as for `mwnet`, see `skillearn.data.load`), as in the official DR code (10 per class for
 imbalance, 1,000 for noise on CIFAR); so `compare` gives `lfm_dr` and `mwnet` the same clean data.
 
 Where b reaches the validation loss (`b_path`):
@@ -37,8 +37,9 @@ Other choices (recorded in every run's params):
 - r has one entry per meta example by id (as `lfm`); x and u use the meta batch;
 - b is clamped at 0 inside the losses (a negative weight would make W1 ascend that loss);
 - W1/W2: the classifier knobs (SGD `w_lr` 0.03 by default — MW-Net's 0.1 memorises the noisy
-  digits; momentum 0.9, wd 5e-4, /10 at 80% and 90% of the epochs); plain momentum, not the
-  code's Nesterov, because the engine's unroll mirrors plain SGD; method finite_difference;
+  digits; momentum 0.9, wd 5e-4, /10 at 80% and 90% of the epochs); plain momentum by
+  default (`momentum=nesterov` gives the code's Nesterov, unrolled exactly; the measurements
+  in the README were made with plain momentum); method finite_difference;
 - W2 starts as a copy of W1 and persists (the imbalance script); the reported model is W2.
 Encoder V: small CNN for <=16px inputs, else ResNet-18 (random init unless `encoder_weights`).
 """
@@ -201,7 +202,7 @@ SKILL = Skill(
     knobs={
         **CLASSIFIER_KNOBS,
         "meta_per_class": Knob(META_PER_CLASS, "clean meta examples per class (D_val), carved "
-                               "from validation as for mwnet (DR code: 10 for imbalance, 100 for "
+                               "as for mwnet (DR code: 10 for imbalance, 100 for "
                                "noise on CIFAR-10)", low=1, high=1000),
         "b_path": Knob("w2", "how b reaches the meta loss: w2 = b also weights W2's loss (as the "
                        "noise code's W2 restart from W1' does), mistakes = only W1 -> u -> a -> "

@@ -8,16 +8,15 @@ through w's one-step-unrolled update: `first_order` would leave theta untouched 
 offered; `exact` is the original double backward, `finite_difference` the DARTS approximation.
 Order `top_down` = MW-Net: the meta step first, then the real step with the new theta. The
 unrolled step size is the classifier's current learning rate (MW-Net's `meta_lr`).
-Defaults are MW-Net's: SGD 0.1, momentum 0.9 (not Nesterov: the unroll mirrors plain SGD),
+Defaults are MW-Net's: SGD 0.1, momentum 0.9 (plain; `momentum=nesterov` for Nesterov),
 wd 5e-4, /10 at 80% and 90% of the epochs, batch 100; theta Adam 1e-3, wd 1e-4; VNet 1-100-1.
 The meta set is clean and class balanced, carved from the training part (`meta_per_class`), as
 MW-Net's code takes it from the training images; validation is a separate small clean split.
 `mwnet_variant=imbalance` follows MW-Net's class-imbalance code instead: theta under SGD 1e-5
 (Nesterov momentum 0.9, the classifier's weight decay) and V's input not detached.
-Remaining deviations: plain (not Nesterov) momentum for the classifier, since the unroll mirrors
-plain SGD; in the imbalance variant V's input also keeps its gradient in the real step of w
-(the code computes the real step's weights under no_grad), because the engine evaluates one
-loss for the virtual and the real step.
+Remaining deviation: in the imbalance variant V's input also keeps its gradient in the real
+step of w (the code computes the real step's weights under no_grad), because the engine
+evaluates one loss for the virtual and the real step.
 """
 
 from __future__ import annotations
@@ -29,6 +28,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from skillearn.knobs import Knob, Skill
 from skillearn.mlo import SECOND_ORDER_METHODS, Level, LossFn
 from skillearn.reweighting.metrics import reweighting_metrics
 from skillearn.reweighting.mwnet import MetaWeightNet, input_width, weight_curve, weight_inputs
@@ -41,7 +41,6 @@ from skillearn.trainables.classifiers import (
 )
 from skillearn.trainables.evaluation import class_accuracies
 from skillearn.trainables.setup import Built, Setup, program_for
-from skillearn.trainables.skill import Knob, Skill
 from skillearn.trainables.weights import count_parameters, run_with
 
 META_PER_CLASS = 10

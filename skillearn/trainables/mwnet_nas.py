@@ -13,18 +13,21 @@ The searched knobs are the trial's params; the optimisation knobs keep MW-Net's 
 TPE judges full-budget results: the skill turns ASHA off (`early_stopping=False`), because the
 classifier's learning rate drops at 80% and 90% of the epochs and a trial stopped before them
 says little about where it ends.
+Remaining deviations from seed 003: the feature input is a globally pooled stage of our
+classifier (seed 003's exact feature extractor is not specified beyond "intermediate layer"),
+and the inner program's deviations are `mwnet`'s.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
 
+from skillearn.knobs import Knob, Skill
 from skillearn.mlo import SECOND_ORDER_METHODS
 from skillearn.reweighting.mwnet import MWNET_INPUTS
 from skillearn.trainables.classifiers import FEATURE_LAYERS
 from skillearn.trainables.mwnet import MWNET_KNOBS, build_mwnet
 from skillearn.trainables.setup import Built, Setup
-from skillearn.trainables.skill import Knob, Skill
 
 WIDTHS = (10, 50, 100, 200)
 MAX_LAYERS = 3

@@ -13,9 +13,9 @@ from collections.abc import Mapping
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
+from skillearn.knobs import ConfigError, Knob, Skill
 from skillearn.mlo.order import ORDERS, update_order
 from skillearn.trainables.common import COMMON_KNOBS, KIND_KNOBS
-from skillearn.trainables.skill import ConfigError, Knob, Skill
 
 _SKILL_MODULES: dict[str, str] = {
     "darts": "skillearn.trainables.darts",

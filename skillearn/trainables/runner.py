@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from skillearn.data import BatchStream, DataBundle, DataSpec, load_data
+from skillearn.data import BatchStream, DataBundle, data_spec, load_data
 from skillearn.data.augment import training_augmentation
 from skillearn.search_spaces.darts import architecture_entropy
 from skillearn.trainables.checkpoint import load_checkpoint, save_checkpoint
@@ -31,25 +31,6 @@ Reporter = Callable[[dict[str, Any], str | None], None]
 
 class NonFiniteError(FloatingPointError):
     """A loss or hypergradient became NaN/inf: the trial stops with this reason."""
-
-
-def data_spec(config: Mapping[str, Any]) -> DataSpec:
-    """The DataSpec a config asks for (shared with the platform's up-front checks).
-
-    Skills that train on a clean meta set (MW-Net) have a `meta_per_class` knob; it is carved
-    from the training part, after `val_fraction` of the data went to validation.
-    """
-    return DataSpec(
-        name=config["dataset"],
-        root=config["data_root"] or None,
-        download=bool(config["download"]),
-        seed=int(config["seed"]),
-        val_fraction=float(config.get("val_fraction", 0.5)),
-        noise_rate=float(config["noise_rate"]),
-        noise_type=config["noise_type"],
-        imbalance=float(config["imbalance"]),
-        meta_per_class=int(config.get("meta_per_class", 0)),
-    )
 
 
 def seed_everything(seed: int) -> None:

@@ -1,4 +1,4 @@
-"""What a skill's `build` receives (Setup) and returns (Built), and the space presets.
+"""What a skill's `build` receives (Setup) and returns (Built), and how a run picks its space.
 
 The split keeps skills short: a skill turns a Setup into levels and a predictor; data, device,
 seeding, checkpoints and reporting stay with the runner.
@@ -13,19 +13,9 @@ from typing import Any
 import torch
 
 from skillearn.data import DataBundle
+from skillearn.knobs import ConfigError
 from skillearn.mlo import Level, MultilevelProgram
-from skillearn.search_spaces.darts import PRIMITIVES, Genotype, SpaceConfig, SuperNet
-from skillearn.trainables.skill import ConfigError
-
-# 8x8 inputs (the embedded digits) get a reduced space so a whole sweep fits in minutes on two
-# CPU cores; anything larger gets the full DARTS search setting (8 ops, 4 nodes, 8 cells, 16 C).
-REDUCED_OPS = ("max_pool_3x3", "skip_connect", "sep_conv_3x3", "dil_conv_3x3")
-PRESETS: dict[str, dict[str, Any]] = {
-    "reduced": {"ops": REDUCED_OPS, "nodes": 2, "cells": 3, "channels": 8,
-                "retrain_channels": 16, "retrain_cells": 4},
-    "full": {"ops": PRIMITIVES, "nodes": 4, "cells": 8, "channels": 16,
-             "retrain_channels": 36, "retrain_cells": 20},
-}
+from skillearn.search_spaces.darts import PRESETS, Genotype, SpaceConfig, SuperNet
 
 
 @dataclass

@@ -3,7 +3,7 @@
 from .genotype import DARTS_V2, Genotype, architecture_entropy, derive_genotype, parse_genotype
 from .network import DiscreteNetwork
 from .ops import OPS, PRIMITIVES
-from .space import SpaceConfig
+from .space import PRESETS, REDUCED_OPS, SpaceConfig
 from .supernet import SuperNet
 
 
@@ -20,7 +20,9 @@ def __getattr__(name: str):
 __all__ = [
     "DARTS_V2",
     "OPS",
+    "PRESETS",
     "PRIMITIVES",
+    "REDUCED_OPS",
     "DiscreteNetwork",
     "Genotype",
     "SpaceConfig",

@@ -3,8 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from .ops import OPS, PRIMITIVES
+
+# 8x8 inputs (the embedded digits) get a reduced space so a whole sweep fits in minutes on two
+# CPU cores; anything larger gets the full DARTS search setting (8 ops, 4 nodes, 8 cells, 16 C).
+REDUCED_OPS = ("max_pool_3x3", "skip_connect", "sep_conv_3x3", "dil_conv_3x3")
+PRESETS: dict[str, dict[str, Any]] = {
+    "reduced": {"ops": REDUCED_OPS, "nodes": 2, "cells": 3, "channels": 8,
+                "retrain_channels": 16, "retrain_cells": 4},
+    "full": {"ops": PRIMITIVES, "nodes": 4, "cells": 8, "channels": 16,
+             "retrain_channels": 36, "retrain_cells": 20},
+}
 
 
 def reduction_indices(cells: int) -> tuple[int, ...]:

@@ -5,7 +5,8 @@ Define-by-run rather than a static dict of distributions so a knob can depend on
 calls the function once per trial with an `optuna.Trial`; whatever it returns is added to the
 trial's config, which is how the fixed settings reach the trainable.
 
-This module may import optuna (lazily) but never Ray or MLflow.
+It lives with the driver (the searcher runs there, never in a trial) and reads only the knob
+declarations of `skillearn.knobs`; it may import optuna (lazily) but never Ray or MLflow.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from skillearn.trainables.skill import ConfigError, Knob, Skill
+from skillearn.knobs import ConfigError, Knob, Skill
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import optuna
