@@ -201,12 +201,11 @@ def _init_ray(spec: SweepSpec) -> None:
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=True)
 
 
-def run_sweep(spec: SweepSpec) -> dict[str, Any] | None:
-    """Run (or resume) the sweep; print and return the best trial (None when all failed)."""
-    import pandas as pd
+def fit_sweep(spec: SweepSpec) -> Any:
+    """Run (or resume) the sweep; its Ray Tune `ResultGrid`. Starts a local Ray for the sweep
+    and shuts it down after, unless one is already running (the caller's is left alone)."""
     import ray
 
-    skill = get_skill(spec.skill)
     # Tune snapshots the sweep state at most every 10 s by default; a sweep killed in that window
     # would re-run trials that had already finished. Small sweeps snapshot cheaply, so do it often
     # (a user's own setting wins).
@@ -218,27 +217,34 @@ def run_sweep(spec: SweepSpec) -> dict[str, Any] | None:
         _init_ray(spec)
     try:
         cpus = float(ray.cluster_resources().get("CPU", os.cpu_count() or 1))
-        tuner = build_tuner(spec, default_concurrency(spec, cpus))
-        results = tuner.fit()
-        searched = sorted(k for k in skill.tuned_knobs() if k not in spec.overrides)
-        if results.num_errors:  # each failure was printed as it happened (one line each)
-            print(
-                f"skillearn: {results.num_errors} of {len(results)} trials failed; their errors "
-                f"are in {spec.path} and tagged `error` in MLflow",
-                file=sys.stderr,
-            )
-        if results.num_errors == len(results):
-            return None
-        best = summarize_best(results, skill.metric, skill.mode, searched)
-        print(f"\nbest trial of sweep {spec.name} ({skill.metric}, {skill.mode}):")
-        with pd.option_context("display.max_colwidth", 500):
-            print(pd.Series(best, dtype=object).to_string())
-        print(f"\nsee all trials: skillearn report --tracking-uri {redact(spec.tracking_uri)} "
-              f"--experiment {spec.experiment}")
-        return best
+        return build_tuner(spec, default_concurrency(spec, cpus)).fit()
     finally:
         if started:
             ray.shutdown()
+
+
+def run_sweep(spec: SweepSpec) -> dict[str, Any] | None:
+    """Run (or resume) the sweep; print and return the best trial (None when all failed)."""
+    import pandas as pd
+
+    skill = get_skill(spec.skill)
+    results = fit_sweep(spec)
+    searched = sorted(k for k in skill.tuned_knobs() if k not in spec.overrides)
+    if results.num_errors:  # each failure was printed as it happened (one line each)
+        print(
+            f"skillearn: {results.num_errors} of {len(results)} trials failed; their errors "
+            f"are in {spec.path} and tagged `error` in MLflow",
+            file=sys.stderr,
+        )
+    if results.num_errors == len(results):
+        return None
+    best = summarize_best(results, skill.metric, skill.mode, searched)
+    print(f"\nbest trial of sweep {spec.name} ({skill.metric}, {skill.mode}):")
+    with pd.option_context("display.max_colwidth", 500):
+        print(pd.Series(best, dtype=object).to_string())
+    print(f"\nsee all trials: skillearn report --tracking-uri {redact(spec.tracking_uri)} "
+          f"--experiment {spec.experiment}")
+    return best
 
 
 def sweep_overrides(values: Mapping[str, Any]) -> dict[str, Any]:

@@ -408,6 +408,18 @@ def _latest_sweep(storage: Path, prefix: str) -> str | None:
     return max(p.name for p in found) if found else None  # names end in a timestamp
 
 
+PATH_KNOBS = ("data_root", "encoder_weights")
+
+
+def absolute_paths(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """`overrides` with the path knobs made absolute: trials run in another directory."""
+    out = dict(overrides)
+    for path_knob in PATH_KNOBS:
+        if out.get(path_knob) and isinstance(out[path_knob], str):  # else resolve_config refuses
+            out[path_knob] = str(Path(out[path_knob]).expanduser().resolve())
+    return out
+
+
 def skill_named(name: str) -> Skill:
     """The skill a sweep names; an unknown name is a UsageError pointing at `skillearn skills`."""
     try:
@@ -437,10 +449,7 @@ def validate_sweep(
     """Check everything about a sweep request; raise a SkillearnError (UsageError, or the
     data layer's DataError) naming the first problem."""
     skill = skill_named(skill_name)
-    overrides = dict(overrides)
-    for path_knob in ("data_root", "encoder_weights"):  # trials run in another directory
-        if overrides.get(path_knob) and isinstance(overrides[path_knob], str):  # else refused
-            overrides[path_knob] = str(Path(overrides[path_knob]).expanduser().resolve())
+    overrides = absolute_paths(overrides)
     try:
         config = resolve_config(skill, overrides)
     except ConfigError as err:

@@ -1,9 +1,16 @@
-"""Name -> skill lookup. Skill modules are imported on first use to keep start-up fast."""
+"""Name -> skill lookup. Skill modules are imported on first use to keep start-up fast.
+
+Besides the built-in skills, any installed distribution can add skills through the
+`skillearn.skills` entry-point group (`name = "module"` or `"module:ATTRIBUTE"`, a `Skill`;
+a module means its `SKILL`), with no edit of skillearn. A built-in name cannot be taken over.
+"""
 
 from __future__ import annotations
 
 import importlib
+import warnings
 from collections.abc import Mapping
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 from skillearn.knobs import ConfigError, Knob, Skill
@@ -22,19 +29,57 @@ _SKILL_MODULES: dict[str, str] = {
 }
 
 
+ENTRY_POINT_GROUP = "skillearn.skills"
+
+
+def plugin_skills() -> dict[str, EntryPoint]:
+    """Skills of installed distributions (entry-point group `skillearn.skills`), by name.
+
+    Read on every call (a scan of sys.path's metadata, milliseconds), so a distribution
+    installed or put on sys.path after start-up is seen.
+    """
+    found: dict[str, EntryPoint] = {}
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        if entry.name in _SKILL_MODULES:
+            warnings.warn(f"skill plugin {entry.value!r} is ignored: {entry.name!r} is a "
+                          "built-in skill; register it under another name", stacklevel=2)
+            continue
+        found.setdefault(entry.name, entry)  # the first on sys.path wins, as for imports
+    return found
+
+
 def available_skills() -> list[str]:
-    """Names accepted by `get_skill` and `skillearn sweep`."""
-    return sorted(_SKILL_MODULES)
+    """Names accepted by `get_skill` and `skillearn sweep`: built-in and installed plugins."""
+    return sorted({*_SKILL_MODULES, *plugin_skills()})
 
 
 def get_skill(name: str) -> Skill:
     """The skill called `name`; an unknown name raises ConfigError listing the known ones."""
-    if name not in _SKILL_MODULES:
+    if name in _SKILL_MODULES:
+        module, _, attribute = _SKILL_MODULES[name].partition(":")  # "module" or "module:ATTR"
+        return getattr(importlib.import_module(module), attribute or "SKILL")
+    plugin = plugin_skills().get(name)
+    if plugin is None:
         raise ConfigError(
             f"unknown skill {name!r}; available: {', '.join(available_skills())}"
         )
-    module, _, attribute = _SKILL_MODULES[name].partition(":")  # "module" or "module:ATTR"
-    return getattr(importlib.import_module(module), attribute or "SKILL")
+    return _load_plugin(plugin)
+
+
+def _load_plugin(entry: EntryPoint) -> Skill:
+    """The Skill an entry point names, checked: trials look it up again by its name."""
+    where = f"skill plugin {entry.name!r} ({entry.value})"
+    try:
+        loaded = entry.load()
+    except Exception as err:  # a broken plugin: say which, not a traceback from importlib
+        raise ConfigError(f"{where} cannot be loaded: {type(err).__name__}: {err}") from None
+    skill = getattr(loaded, "SKILL", None) if not entry.attr else loaded
+    if not isinstance(skill, Skill):
+        raise ConfigError(f"{where} is not a skillearn Skill (a module must define SKILL)")
+    if skill.name != entry.name:
+        raise ConfigError(f"{where} holds the skill {skill.name!r}; the entry point's name "
+                          "must be the skill's name")
+    return skill
 
 
 def all_knobs(skill: Skill) -> dict[str, Knob]:
