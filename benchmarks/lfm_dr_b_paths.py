@@ -17,10 +17,10 @@ from collections.abc import Sequence
 
 import torch
 
-from skillearn.data import BatchStream, DataSpec, load_data
+from skillearn.data import BatchStream, load_data
 from skillearn.reweighting.metrics import weight_auc
 from skillearn.trainables import get_skill, resolve_config
-from skillearn.trainables.runner import seed_everything
+from skillearn.trainables.runner import data_spec, seed_everything
 from skillearn.trainables.setup import Setup
 
 PROBE_BATCHES = 5
@@ -38,8 +38,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     base = {"dataset": "digits", "noise_rate": args.noise_rate, "seed": args.seed,
             "device": "cpu"}
     cfgs = {p: resolve_config(skill, {**base, "b_path": p}) for p in ("w2", "mistakes")}
-    data = load_data(DataSpec(name="digits", noise_rate=args.noise_rate, seed=args.seed,
-                              meta_per_class=cfgs["w2"]["meta_per_class"]))
+    data = load_data(data_spec(cfgs["w2"]))  # the split a trial of these knobs trains on
     built = {}
     for path, cfg in cfgs.items():
         seed_everything(args.seed)
