@@ -1,4 +1,4 @@
-"""The `skillearn` command: sweep, report, ui, retrain, skills, datasets.
+"""The `skillearn` command: sweep, report, ui, dashboard, retrain, skills, datasets.
 
 Every user-fixable mistake ends as one line `skillearn: error: ...` on stderr and exit code 2,
 before Ray or any trial starts. `sweep` exits 1 when every trial failed and 3 when MLflow writes
@@ -97,6 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
     ui = sub.add_parser("ui", help="open the MLflow UI on the tracking store")
     _tracking_args(ui)
     ui.add_argument("--port", type=int, default=5000, help="default 5000")
+
+    dash = sub.add_parser("dashboard", help="open optuna-dashboard on a sweep's Optuna study "
+                          "(history, parameter importances)")
+    dash.add_argument("sweep", help="the sweep: its folder STORAGE/NAME, or NAME")
+    dash.add_argument("--storage", help="where to look for NAME (default ./skillearn_runs)")
+    dash.add_argument("--optuna-storage", help="the study's database, when not the one the "
+                      "sweep recorded (passwords as ${VAR})")
+    dash.add_argument("--port", type=int, default=8080, help="default 8080")
 
     retrain = sub.add_parser("retrain", help="retrain a searched architecture from scratch "
                              "with several seeds (search -> derive -> retrain)")
@@ -248,6 +256,25 @@ def _cmd_ui(args: argparse.Namespace) -> int:
         return 0
 
 
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    from skillearn.platform.dashboard import locate_study, open_study_storage, serve_dashboard
+
+    if not 0 < args.port < 65536:
+        raise UsageError(f"--port must be between 1 and 65535, got {args.port}")
+    study = locate_study(args.sweep, args.storage, args.optuna_storage)
+    storage = open_study_storage(study)
+    _check_port_free(args.port)
+    study_id = storage.get_study_id_from_name(study.name)
+    print(f"Optuna dashboard of study {study.name!r} on "
+          f"http://127.0.0.1:{args.port}/dashboard/studies/{study_id} (Ctrl-C to stop)",
+          flush=True)
+    try:
+        serve_dashboard(storage, args.port)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 def _check_port_free(port: int) -> None:
     """The UI binds 127.0.0.1:port; a port in use would make it exit after we said it started."""
     import socket
@@ -393,6 +420,7 @@ COMMANDS = {
     "sync": _cmd_sync,
     "report": _cmd_report,
     "ui": _cmd_ui,
+    "dashboard": _cmd_dashboard,
     "retrain": _cmd_retrain,
     "compare": _cmd_compare,
     "skills": _cmd_skills,

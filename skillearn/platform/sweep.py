@@ -214,7 +214,8 @@ def run_sweep(spec: SweepSpec) -> dict[str, Any] | None:
     # (a user's own setting wins).
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", str(STATE_SNAPSHOT_S))
     if not spec.resume:
-        write_sweep_record(spec.path, spec.skill, spec.name, str(spec.config["dataset"]))
+        write_sweep_record(spec.path, spec.skill, spec.name, str(spec.config["dataset"]),
+                           spec.optuna_storage)
     started = not ray.is_initialized()
     if started:
         _init_ray(spec)
