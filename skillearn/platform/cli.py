@@ -96,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ui = sub.add_parser("ui", help="open the MLflow UI on the tracking store")
     _tracking_args(ui)
+    ui.add_argument("--experiment", default="skillearn", help="the experiment its link opens")
     ui.add_argument("--port", type=int, default=5000, help="default 5000")
 
     dash = sub.add_parser("dashboard", help="open optuna-dashboard on a sweep's Optuna study "
@@ -249,11 +250,34 @@ def _cmd_ui(args: argparse.Namespace) -> int:
     env = {**os.environ, "MLFLOW_BACKEND_STORE_URI": expand_secrets(uri)}
     command = [sys.executable, "-m", "mlflow", "ui", "--host", "127.0.0.1",
                "--port", str(args.port)]
-    print(f"MLflow UI on http://127.0.0.1:{args.port} (Ctrl-C to stop)", flush=True)
+    link = f"http://127.0.0.1:{args.port}/{_experiment_page(uri, args.experiment)}"
+    print(f"MLflow UI on {link} (Ctrl-C to stop)", flush=True)
     try:
         return subprocess.call(command, env=env)
     except KeyboardInterrupt:
         return 0
+
+
+MODEL_TRAINING_VIEW = "workflowType=machine_learning"
+
+
+def _experiment_page(uri: str, experiment: str) -> str:
+    """The UI's page of `experiment`'s runs in MLflow 3's model-training view.
+
+    MLflow 3.17 ignores the experiment's `mlflow.experimentKind` tag and opens every experiment
+    in the browser's GenAI/Model-training mode (GenAI until switched at the top left); the
+    link's `workflowType` chooses model training."""
+    try:
+        from mlflow.tracking import MlflowClient
+
+        from skillearn.platform.secrets import expand_secrets
+
+        found = MlflowClient(expand_secrets(uri)).get_experiment_by_name(experiment)
+    except Exception:  # the link is a convenience: the UI starts anyway
+        found = None
+    if found is None:
+        return f"#/experiments?{MODEL_TRAINING_VIEW}"
+    return f"#/experiments/{found.experiment_id}/runs?{MODEL_TRAINING_VIEW}"
 
 
 def _cmd_dashboard(args: argparse.Namespace) -> int:
