@@ -121,3 +121,15 @@ def test_serves_the_study_on_loopback(tmp_path: Path) -> None:
         kill_group(proc)
         log.close()
     assert "Optuna dashboard of study 'lfm-digits-1'" in (tmp_path / "dashboard.log").read_text()
+
+
+def test_ui_links_the_experiment_in_model_training_mode(tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from skillearn.platform.cli import _experiment_page
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    experiment_id = MlflowClient(uri).create_experiment("skillearn")
+    assert _experiment_page(uri, "skillearn") == (
+        f"#/experiments/{experiment_id}/runs?workflowType=machine_learning")
+    assert _experiment_page(uri, "other") == "#/experiments?workflowType=machine_learning"
