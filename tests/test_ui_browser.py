@@ -98,7 +98,9 @@ def test_mlflow_ui_shows_the_sweep(browser, finished_sweep, tmp_path: Path) -> N
         page.goto(f"{url}/#/experiments/{exp.experiment_id}/runs?workflowType=machine_learning")
         columns = page.get_by_role("button", name="Columns", exact=True)
         columns.wait_for()
-        assert page.get_by_role("link", name="Traces", exact=True).count() == 0
+        sidebar = {name: page.get_by_role("link", name=name, exact=True).count()
+                   for name in ("Models", "Judges", "Sessions", "Prompts")}
+        assert sidebar == {"Models": 1, "Judges": 0, "Sessions": 0, "Prompts": 0}, sidebar
         close = page.get_by_role("button", name="Close", exact=True)
         if close.count():
             close.first.click()  # the assistant side panel
