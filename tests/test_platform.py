@@ -332,6 +332,7 @@ def test_mlflow_callback_parent_children_metrics_artifacts_and_resume(tmp_path: 
 
     table = best_trials(uri, "exp", top=2)
     assert set(table["run"]) == {"darts #1 w_lr=0.1", "darts #2 w_lr=0.05"}  # both 0.7
+    assert set(table["sweep"]) == {"sweep1"}
     assert {"skill", "val_acc", "test_acc", "worst_class_acc", "genotype"} <= set(table.columns)
     assert table["genotype"][0].startswith("N: sep3/0")
 
