@@ -118,6 +118,10 @@ OTHER_COMMANDS: list[list[str]] = [
     ["ui", "--port", "0"], ["ui", "--port", "70000"], ["ui", "--port", "-1"],
     ["ui", "--tracking-uri", "foo://bar"], ["ui", "--tracking-uri", "sqlite:///{work}/notadb.db"],
     ["ui", "--port", "{busy}"],
+    ["dashboard", "/nonexistent"], ["dashboard", "{work}"], ["dashboard", "../../etc"],
+    ["dashboard", "{work}", "--port", "0"],
+    ["dashboard", "x", "--optuna-storage", "sqlite:///{work}/notadb.db"],
+    ["dashboard", "x", "--optuna-storage", "postgresql://u:plain@127.0.0.1:1/db"],
     ["nosuchcommand"], ["sweep"], [],
 ]
 BAD_GENOTYPES = [

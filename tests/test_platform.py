@@ -227,9 +227,11 @@ def _trial(trial_id: str, tmp: Path, error: str | None = None) -> SimpleNamespac
     if error:
         error_file = tmp / f"{trial_id}.txt"
         error_file.write_text(f"Traceback (most recent call last):\n  ...\n{error}\n")
+    number = int(trial_id.rsplit("_", 1)[-1]) + 1  # Ray's counter, as in its experiment_tag
     return SimpleNamespace(
         trial_id=trial_id, config={"_skill": "darts", "dataset": "digits", "seed": 0,
-                                   "w_lr": 0.1, "ops": ""},
+                                   "w_lr": 0.1 / number, "ops": ""},
+        experiment_tag=f"{number}_w_lr={0.1 / number}",
         last_result={}, error_file=str(error_file) if error_file else None,
     )
 
@@ -254,7 +256,7 @@ def test_mlflow_callback_parent_children_metrics_artifacts_and_resume(tmp_path: 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     tracker = MlflowTracker(uri, "exp", "sweep1", str(tmp_path / "runs" / "sweep1"),
                             tags={"skill": "darts", "dataset": "digits", "seed": 0},
-                            params={"epochs": 2, "samples": 2})
+                            params={"epochs": 2, "samples": 2}, name_knobs=["w_lr", "beta"])
     tracker.setup(num_samples=2)
     ok, bad = _trial("t_00000", tmp_path), _trial("t_00001", tmp_path, "ValueError: boom")
     for t in (ok, bad):
@@ -277,9 +279,17 @@ def test_mlflow_callback_parent_children_metrics_artifacts_and_resume(tmp_path: 
     for r in children:
         assert r.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert r.data.tags["skill"] == "darts" and r.data.tags["dataset"] == "digits"
-        assert r.data.params["w_lr"] == "0.1" and "_skill" not in r.data.params
+        assert r.data.params["w_lr"] in ("0.1", "0.05") and "_skill" not in r.data.params
         assert "pid" not in r.data.metrics and "timestamp" not in r.data.metrics
     run_ok, run_bad = by_trial["t_00000"], by_trial["t_00001"]
+    # a row of the runs table says what it is: skill, trial number, the searched knobs
+    assert (run_ok.info.run_name, run_bad.info.run_name) == ("darts #1 w_lr=0.1",
+                                                             "darts #2 w_lr=0.05")
+    # MLflow 3 opens the experiment in its model-training mode (not GenAI)
+    assert client.get_experiment_by_name("exp").tags["mlflow.experimentKind"] == \
+        "custom_model_development"
+    # the sweep's metric is the run's first metric: the compare view's default plot axis
+    assert next(iter(client.get_run(run_ok.info.run_id).data.metrics)) == "val_acc"
     assert run_ok.info.status == "FINISHED"
     assert run_bad.info.status == "FAILED" and run_bad.data.tags["error"] == "ValueError: boom"
     history = client.get_metric_history(run_ok.info.run_id, "val_acc")
@@ -321,7 +331,8 @@ def test_mlflow_callback_parent_children_metrics_artifacts_and_resume(tmp_path: 
     assert resumed._alphas["t_00001"].keys() == {1, 2}
 
     table = best_trials(uri, "exp", top=2)
-    assert set(table["run"]) == {"sweep1-t_00000", "sweep1-t_00001"}  # both 0.7, then 0.6
+    assert set(table["run"]) == {"darts #1 w_lr=0.1", "darts #2 w_lr=0.05"}  # both 0.7
+    assert set(table["sweep"]) == {"sweep1"}
     assert {"skill", "val_acc", "test_acc", "worst_class_acc", "genotype"} <= set(table.columns)
     assert table["genotype"][0].startswith("N: sep3/0")
 

@@ -1,6 +1,8 @@
-"""The MLflow UI over a finished tiny sweep, driven in a real browser (Debian's chromium through
-Playwright): the runs table shows the searched params and metrics, two trials open in the compare
-view, and a trial's cell diagram renders from its artifacts.
+"""The MLflow UI and the Optuna dashboard over a finished tiny sweep, driven in a real browser
+(Debian's chromium through Playwright): the runs table (in MLflow's model-training mode) shows the
+trials by name with the searched params and metrics, two trials open in the compare view whose
+parallel-coordinates plot draws the sweep's metric, a trial's cell diagram renders from its
+artifacts, and `skillearn dashboard` plots the study's optimisation history.
 
 Needs /usr/bin/chromium (`.ci/run` installs it; Playwright's own browser download is never
 used) and the `playwright` package. Screenshots go to $SKILLEARN_SCREENSHOTS (default: the
@@ -11,11 +13,14 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import TINY, mlflow_server
+from conftest import TINY, free_port, kill_group, mlflow_server, wait_http
 
 from skillearn.platform.cli import main
 
@@ -50,6 +55,18 @@ def finished_sweep(tmp_path_factory):
     return root, uri
 
 
+PARALLEL_PLOT_DRAWN = """runs => {
+  const plot = document.querySelector('.js-plotly-plot');
+  const trace = plot && plot._fullData && plot._fullData[0];
+  if (!trace || trace.type !== 'parcoords') return false;
+  const dims = trace.dimensions || [];
+  return dims.length > 1 && dims.every(d => d.values && d.values.length === runs)
+    && plot.querySelectorAll('.parcoords .y-axis').length === dims.length;
+}"""
+PLOT_AXES = "() => document.querySelector('.js-plotly-plot')._fullData[0].dimensions" \
+    ".map(d => d.label)"
+
+
 def _shots(tmp_path: Path) -> Path:
     folder = Path(os.environ.get("SKILLEARN_SCREENSHOTS") or tmp_path)
     folder.mkdir(parents=True, exist_ok=True)
@@ -67,14 +84,23 @@ def test_mlflow_ui_shows_the_sweep(browser, finished_sweep, tmp_path: Path) -> N
     assert len(trials) == 2
     ids = [run.info.run_id for run in trials]
 
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    for run in trials:  # a row says what it is: skill, trial number, the searched knobs
+        assert run.info.run_name.startswith("darts #"), run.info.run_name
+        assert f"w_lr={float(run.data.params['w_lr']):.2g}" in run.info.run_name
+
     with mlflow_server(uri, root / "served", root / "server.log") as (url, _):
         page = browser.new_page(viewport={"width": 1700, "height": 1000})
         page.set_default_timeout(60_000)
 
-        # 1. the experiment's runs table, with the searched param and the metric as columns
-        page.goto(f"{url}/#/experiments/{exp.experiment_id}/runs")
+        # 1. the experiment's runs table (the page `skillearn ui` prints: model-training mode, no
+        # GenAI sidebar), with the searched param and the metric as columns
+        page.goto(f"{url}/#/experiments/{exp.experiment_id}/runs?workflowType=machine_learning")
         columns = page.get_by_role("button", name="Columns", exact=True)
         columns.wait_for()
+        sidebar = {name: page.get_by_role("link", name=name, exact=True).count()
+                   for name in ("Models", "Judges", "Sessions", "Prompts")}
+        assert sidebar == {"Models": 1, "Judges": 0, "Sessions": 0, "Prompts": 0}, sidebar
         close = page.get_by_role("button", name="Close", exact=True)
         if close.count():
             close.first.click()  # the assistant side panel
@@ -103,6 +129,12 @@ def test_mlflow_ui_shows_the_sweep(browser, finished_sweep, tmp_path: Path) -> N
         page.goto(f"{url}/#/compare-runs?runs={query}&experiments={experiments}")
         page.get_by_text("Run details").first.wait_for()
         page.get_by_text(trials[1].info.run_name).first.wait_for()
+        # the parallel-coordinates plot itself (not its loading skeleton): one value per run on
+        # every axis, every axis drawn, and the sweep's metric as the one metric axis
+        page.wait_for_function(PARALLEL_PLOT_DRAWN, arg=len(trials))
+        axes = page.evaluate(PLOT_AXES)
+        metric_axes = [a for a in axes if a not in trials[0].data.params]
+        assert metric_axes == ["val_acc"] and "w_lr" in axes, axes
         compare = page.inner_text("body")
         page.screenshot(path=str(shots / "2_compare.png"), full_page=True)
         for run in trials:
@@ -121,3 +153,39 @@ def test_mlflow_ui_shows_the_sweep(browser, finished_sweep, tmp_path: Path) -> N
         assert max(widths) > 300, widths
         page.close()
     print(f"\nscreenshots of the MLflow UI in {shots}")
+
+
+HISTORY_POINTS = "() => document.querySelectorAll('#plot-history .scatterlayer .points path')" \
+    ".length"
+
+
+def test_optuna_dashboard_plots_the_study(browser, finished_sweep, tmp_path: Path) -> None:
+    """`skillearn dashboard STORAGE/NAME`: the study's history plot has a point per trial."""
+    root, _ = finished_sweep
+    shots = _shots(tmp_path)
+    port = free_port()
+    log = (tmp_path / "dashboard.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "skillearn.platform.cli", "dashboard", str(root / "runs" /
+         "ui-sweep"), "--port", str(port)],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_http(f"{url}/api/studies", timeout=60, proc=proc)
+        with urllib.request.urlopen(f"{url}/api/studies", timeout=10) as response:
+            (study,) = json.load(response)["study_summaries"]
+        assert study["study_name"] == "ui-sweep"
+        page = browser.new_page(viewport={"width": 1700, "height": 1100})
+        page.set_default_timeout(60_000)
+        page.goto(f"{url}/dashboard/studies/{study['study_id']}")
+        # a marker per finished trial in the history plot: drawn only from the study's data
+        page.wait_for_function(f"() => ({HISTORY_POINTS})() >= 2")
+        page.get_by_text("ui-sweep").first.wait_for()
+        page.screenshot(path=str(shots / "4_optuna_dashboard.png"), full_page=True)
+        assert page.evaluate(HISTORY_POINTS) >= 2
+        page.close()
+    finally:
+        kill_group(proc)
+        log.close()
+    print(f"\nscreenshot of the Optuna dashboard in {shots}")

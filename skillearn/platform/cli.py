@@ -1,4 +1,4 @@
-"""The `skillearn` command: sweep, report, ui, retrain, skills, datasets.
+"""The `skillearn` command: sweep, report, ui, dashboard, retrain, skills, datasets.
 
 Every user-fixable mistake ends as one line `skillearn: error: ...` on stderr and exit code 2,
 before Ray or any trial starts. `sweep` exits 1 when every trial failed and 3 when MLflow writes
@@ -96,7 +96,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     ui = sub.add_parser("ui", help="open the MLflow UI on the tracking store")
     _tracking_args(ui)
+    ui.add_argument("--experiment", default="skillearn", help="the experiment its link opens")
     ui.add_argument("--port", type=int, default=5000, help="default 5000")
+
+    dash = sub.add_parser("dashboard", help="open optuna-dashboard on a sweep's Optuna study "
+                          "(history, parameter importances)")
+    dash.add_argument("sweep", help="the sweep: its folder STORAGE/NAME, or NAME")
+    dash.add_argument("--storage", help="where to look for NAME (default ./skillearn_runs)")
+    dash.add_argument("--optuna-storage", help="the study's database, when not the one the "
+                      "sweep recorded (passwords as ${VAR})")
+    dash.add_argument("--port", type=int, default=8080, help="default 8080")
 
     retrain = sub.add_parser("retrain", help="retrain a searched architecture from scratch "
                              "with several seeds (search -> derive -> retrain)")
@@ -236,11 +245,53 @@ def _cmd_ui(args: argparse.Namespace) -> int:
     env = {**os.environ, "MLFLOW_BACKEND_STORE_URI": expand_secrets(uri)}
     command = [sys.executable, "-m", "mlflow", "ui", "--host", "127.0.0.1",
                "--port", str(args.port)]
-    print(f"MLflow UI on http://127.0.0.1:{args.port} (Ctrl-C to stop)", flush=True)
+    link = f"http://127.0.0.1:{args.port}/{_experiment_page(uri, args.experiment)}"
+    print(f"MLflow UI on {link} (Ctrl-C to stop)", flush=True)
     try:
         return subprocess.call(command, env=env)
     except KeyboardInterrupt:
         return 0
+
+
+MODEL_TRAINING_VIEW = "workflowType=machine_learning"
+
+
+def _experiment_page(uri: str, experiment: str) -> str:
+    """The UI's page of `experiment`'s runs in MLflow 3's model-training view.
+
+    MLflow 3.17 ignores the experiment's `mlflow.experimentKind` tag and opens every experiment
+    in the browser's GenAI/Model-training mode (GenAI until switched at the top left); the
+    link's `workflowType` chooses model training."""
+    try:
+        from mlflow.tracking import MlflowClient
+
+        from skillearn.platform.secrets import expand_secrets
+
+        found = MlflowClient(expand_secrets(uri)).get_experiment_by_name(experiment)
+    except Exception:  # the link is a convenience: the UI starts anyway
+        found = None
+    if found is None:
+        return f"#/experiments?{MODEL_TRAINING_VIEW}"
+    return f"#/experiments/{found.experiment_id}/runs?{MODEL_TRAINING_VIEW}"
+
+
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    from skillearn.platform.dashboard import locate_study, open_study_storage, serve_dashboard
+
+    if not 0 < args.port < 65536:
+        raise UsageError(f"--port must be between 1 and 65535, got {args.port}")
+    study = locate_study(args.sweep, args.storage, args.optuna_storage)
+    storage = open_study_storage(study)
+    _check_port_free(args.port)
+    study_id = storage.get_study_id_from_name(study.name)
+    print(f"Optuna dashboard of study {study.name!r} on "
+          f"http://127.0.0.1:{args.port}/dashboard/studies/{study_id} (Ctrl-C to stop)",
+          flush=True)
+    try:
+        serve_dashboard(storage, args.port)
+    except KeyboardInterrupt:
+        pass
+    return 0
 
 
 def _check_port_free(port: int) -> None:
@@ -386,6 +437,7 @@ COMMANDS = {
     "sync": _cmd_sync,
     "report": _cmd_report,
     "ui": _cmd_ui,
+    "dashboard": _cmd_dashboard,
     "retrain": _cmd_retrain,
     "compare": _cmd_compare,
     "skills": _cmd_skills,

@@ -95,6 +95,7 @@ def best_trials(tracking_uri: str, experiment: str, top: int = 10) -> pd.DataFra
         row: dict[str, Any] = {
             "run_id": run.info.run_id,
             "run": run.info.run_name,
+            "sweep": tags.get("sweep"),  # the run name says skill, trial and knobs, not this
             "skill": skill,
             "dataset": tags.get("dataset"),
             "status": run.info.status,

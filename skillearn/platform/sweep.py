@@ -137,6 +137,7 @@ def build_tuner(spec: SweepSpec, concurrency: int) -> Any:
             time_attr="training_iteration", max_t=max_t, grace_period=1 if max_t < 4 else 2,
             reduction_factor=2,
         )
+    searched = [k for k in skill.tuned_knobs() if k not in fixed]  # in the skill's order
     tracker = MlflowTracker(
         spec.tracking_uri, spec.experiment, spec.name, spec.path,
         tags={"skill": spec.skill, "dataset": spec.config["dataset"],
@@ -146,10 +147,11 @@ def build_tuner(spec: SweepSpec, concurrency: int) -> Any:
             "samples": spec.samples, "concurrency": concurrency,
             "asha": early_stopping, "seeds": list(spec.seeds or []),
             "cpus_per_trial": spec.cpus_per_trial, "gpus_per_trial": spec.gpus_per_trial,
-            "searched": ",".join(sorted(set(skill.tuned_knobs()) - set(fixed))) or "-",
+            "searched": ",".join(sorted(searched)) or "-",
             "optuna_storage": redact(spec.optuna_storage) or "memory",
         },
         metric=skill.metric, mode=skill.mode,
+        name_knobs=["seed"] if spec.seeds else searched,  # what differs between its trials
     )
     return tune.Tuner(
         trainable,
@@ -211,7 +213,8 @@ def fit_sweep(spec: SweepSpec) -> Any:
     # (a user's own setting wins).
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", str(STATE_SNAPSHOT_S))
     if not spec.resume:
-        write_sweep_record(spec.path, spec.skill, spec.name, str(spec.config["dataset"]))
+        write_sweep_record(spec.path, spec.skill, spec.name, str(spec.config["dataset"]),
+                           spec.optuna_storage)
     started = not ray.is_initialized()
     if started:
         _init_ray(spec)

@@ -52,7 +52,14 @@ from ray.tune import Callback
 
 from skillearn.platform.redact import redact, redact_text
 from skillearn.platform.secrets import expand_secrets
-from skillearn.platform.tags import PARENT_RUN_TAG, ROLE_TAG, SWEEP_KEY_TAG, SWEEP_PATH_TAG
+from skillearn.platform.tags import (
+    EXPERIMENT_KIND_TAG,
+    MODEL_TRAINING_KIND,
+    PARENT_RUN_TAG,
+    ROLE_TAG,
+    SWEEP_KEY_TAG,
+    SWEEP_PATH_TAG,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +94,30 @@ def numeric_metrics(result: Mapping[str, Any]) -> dict[str, float]:
 
 def _params(config: Mapping[str, Any]) -> dict[str, str]:
     return {str(k): str(v)[:MAX_PARAM_CHARS] for k, v in config.items()}
+
+
+MAX_RUN_NAME_CHARS = 200
+
+
+def _short_value(value: Any) -> str:
+    """A knob value as a run name shows it: floats to two significant digits."""
+    if isinstance(value, float):
+        return f"{value:.2g}"
+    return str(value)[:24]
+
+
+def trial_run_name(skill: str, trial: Any, config: Mapping[str, Any],
+                   knobs: Sequence[str]) -> str:
+    """`lfm #3 w_lr=0.012 lambda=0.7`: what a row of the MLflow runs table is, at a glance.
+
+    The number is Ray's trial counter (the leading number of its `experiment_tag`, kept across
+    --resume); `knobs` are the settings that differ between trials (the searched ones)."""
+    tag = str(getattr(trial, "experiment_tag", "") or "")
+    number = tag.split("_", 1)[0]
+    label = f"#{number}" if number.isdigit() else str(trial.trial_id)
+    values = " ".join(f"{k}={_short_value(config[k])}" for k in knobs if k in config)
+    name = " ".join(part for part in (skill, label, values) if part)
+    return name if len(name) <= MAX_RUN_NAME_CHARS else name[: MAX_RUN_NAME_CHARS - 3] + "..."
 
 
 def _chunks(items: Sequence[Any], size: int = BATCH) -> Iterable[Sequence[Any]]:
@@ -206,6 +237,7 @@ class MlflowTracker(Callback):
         metric: str = "val_acc",
         mode: str = "max",
         flush_timeout_s: float | None = None,
+        name_knobs: Sequence[str] = (),
     ) -> None:
         self.tracking_uri = tracking_uri
         self.experiment = experiment
@@ -216,6 +248,7 @@ class MlflowTracker(Callback):
         self.metric = metric
         self.mode = mode
         self.flush_timeout_s = flush_timeout_s
+        self.name_knobs = list(name_knobs)  # the knobs a trial's run name shows
         self._reset()
 
     def _reset(self) -> None:
@@ -246,11 +279,12 @@ class MlflowTracker(Callback):
     # and run caches must not travel with it (unsent writes live in the backlog file).
     def __getstate__(self) -> dict[str, Any]:
         keep = ("tracking_uri", "experiment", "sweep_name", "sweep_path", "tags", "params",
-                "metric", "mode", "flush_timeout_s")
+                "metric", "mode", "flush_timeout_s", "name_knobs")
         return {k: self.__dict__.get(k) for k in keep}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        self.name_knobs = list(state.get("name_knobs") or [])  # pickled before they existed
         self._reset()
 
     @property
@@ -447,10 +481,14 @@ class MlflowTracker(Callback):
             found = self.client.get_experiment_by_name(self.experiment)
             if found is not None:
                 self.experiment_id = found.experiment_id
+                if EXPERIMENT_KIND_TAG not in found.tags:  # a kind the user chose stays
+                    self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG,
+                                                   MODEL_TRAINING_KIND)
             else:
                 self.experiment_id = self.client.create_experiment(
                     self.experiment,
                     artifact_location=sqlite_artifact_root(self.tracking_uri, self.experiment),
+                    tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND},
                 )
         return self.experiment_id
 
@@ -504,7 +542,8 @@ class MlflowTracker(Callback):
             if "_skill" in config:
                 tags["skill"] = str(config["_skill"])
             params = _params({k: v for k, v in config.items() if not k.startswith("_")})
-            self._info[trial_id] = {"tags": tags, "params": params}
+            name = trial_run_name(tags.get("skill", ""), trial, config, self.name_knobs)
+            self._info[trial_id] = {"tags": tags, "params": params, "name": name}
         return trial_id
 
     def ensure_child(self, trial: Any) -> str:
@@ -526,9 +565,10 @@ class MlflowTracker(Callback):
             return found
         info = self._info.get(trial_id) or {"tags": {ROLE_TAG: "trial", "trial_id": trial_id},
                                             "params": {}}
+        name = info.get("name") or f"{self.sweep_name}-{trial_id}"
         run = self.client.create_run(self._ensure_experiment(),
                                      tags={**info["tags"], PARENT_RUN_TAG: parent},
-                                     run_name=f"{self.sweep_name}-{trial_id}")
+                                     run_name=name)
         run_id = run.info.run_id
         self.child_runs[trial_id] = run_id
         self._apply(trial_id, run_id, {"op": "params", "params": info["params"]})
@@ -650,8 +690,12 @@ class MlflowTracker(Callback):
         trial_id = self._register(trial)
         step = int(result.get("epoch", result.get("training_iteration", 0)))
         now = int(time.time() * 1000)
-        self._queue(trial_id, {"op": "metrics", "step": step, "ts": now,
-                               "values": numeric_metrics(result)})
+        values = numeric_metrics(result)
+        if self.metric in values:
+            # MLflow lists a run's metrics in the order they were first logged, and its compare
+            # view plots the first one in the parallel-coordinates chart: the sweep's metric.
+            values = {self.metric: values.pop(self.metric), **values}
+        self._queue(trial_id, {"op": "metrics", "step": step, "ts": now, "values": values})
         where = (result.get("node_id"), result.get("node_ip"))
         if all(isinstance(v, str) and v for v in where) and self._where.get(trial_id) != where:
             self._where[trial_id] = where

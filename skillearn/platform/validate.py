@@ -190,9 +190,14 @@ def _check_remote_storage(store: str) -> None:
     _check_text("--storage", store, 1024)
 
 
-def write_sweep_record(path: str, skill: str, name: str, dataset: str) -> None:
-    """Note which skill a sweep folder belongs to, so `--resume` cannot pick up another's."""
-    record = json.dumps({"skill": skill, "name": name, "dataset": dataset})
+def write_sweep_record(path: str, skill: str, name: str, dataset: str,
+                       optuna_storage: str | None = None) -> None:
+    """Note which skill a sweep folder belongs to, so `--resume` cannot pick up another's, and
+    where its Optuna study is (for `skillearn dashboard`; a password only as its ${VAR})."""
+    fields: dict[str, Any] = {"skill": skill, "name": name, "dataset": dataset}
+    if optuna_storage and redact(optuna_storage) == optuna_storage:  # nothing secret in it
+        fields["optuna_storage"] = optuna_storage
+    record = json.dumps(fields)
     if "://" not in path:
         Path(path).mkdir(parents=True, exist_ok=True)
         (Path(path) / SWEEP_RECORD).write_text(record + "\n")
