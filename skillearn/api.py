@@ -15,11 +15,12 @@ import Ray, torch and MLflow only when they run.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from dataclasses import fields
 from typing import TYPE_CHECKING, Any
 
 from skillearn.knobs import ConfigError
-from skillearn.platform.validate import absolute_paths, validate_sweep
+from skillearn.platform.validate import SweepRequest, absolute_paths, validate_sweep
 from skillearn.trainables.registry import get_skill, resolve_config
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -83,44 +84,27 @@ def search_space(skill: str, **pinned: Any) -> dict[str, Any]:
     return space
 
 
-def sweep(
-    skill: str,
-    *,
-    samples: int = 8,
-    seeds: Sequence[int] | None = None,
-    storage: str | None = None,
-    name: str | None = None,
-    tracking_uri: str | None = None,
-    experiment: str = "skillearn",
-    address: str | None = None,
-    resume: bool = False,
-    concurrency: int | None = None,
-    cpus_per_trial: float = 1.0,
-    gpus_per_trial: float = 0.0,
-    asha: bool = True,
-    optuna_storage: str | None = None,
-    **settings: Any,
-) -> pd.DataFrame:
+def sweep(skill: str, **arguments: Any) -> pd.DataFrame:
     """Run `skillearn sweep` from Python; one row per trial (its last report and `config/*`),
     best first by the skill's metric.
 
-    `settings` are knob values (`dataset="digits", epochs=2`); a tuned knob given here is pinned
-    and leaves the search. The options are those of the command (`samples`, `seeds`, `storage`,
-    `tracking_uri`, ...), with the same defaults. Everything is checked, and every trial's set-up
-    tried once, before Ray starts: a mistake raises a SkillearnError naming it. A Ray already
-    initialised by the caller is used (and left running); otherwise a local one is started for
-    the sweep and shut down after. Raises RuntimeError when every trial failed; warns when
-    MLflow writes were left in the sweep's backlog (`frame.attrs["unsent_writes"]`).
+    `arguments` are the command's options, named and defaulted as `SweepRequest`'s fields
+    (`samples=8`, `seeds`, `storage`, `name`, `tracking_uri`, `experiment`, `address`,
+    `resume`, `concurrency`, `cpus_per_trial`, `gpus_per_trial`, `asha`, `optuna_storage`),
+    and knob values (`dataset="digits", epochs=2`); a tuned knob given here is pinned and
+    leaves the search. Everything is checked, and every trial's set-up tried once, before Ray
+    starts: a mistake raises a SkillearnError naming it. A Ray already initialised by the
+    caller is used (and left running); otherwise a local one is started for the sweep and shut
+    down after. Raises RuntimeError when every trial failed; warns when MLflow writes were left
+    in the sweep's backlog (`frame.attrs["unsent_writes"]`).
     """
     from skillearn.platform.dryrun import dry_run
     from skillearn.platform.sweep import SKILL_KEY, fit_sweep
 
-    spec = validate_sweep(
-        skill, settings, samples=samples, storage=storage, name=name,
-        tracking_uri=tracking_uri, experiment=experiment, address=address, resume=resume,
-        concurrency=concurrency, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
-        asha=asha, optuna_storage=optuna_storage, seeds=seeds,
-    )
+    options = {f.name for f in fields(SweepRequest)} - {"skill", "overrides"}
+    settings = {k: v for k, v in arguments.items() if k not in options}
+    spec = validate_sweep(SweepRequest(
+        skill, settings, **{k: v for k, v in arguments.items() if k in options}))
     dry_run(spec)
     results = fit_sweep(spec)
     if results.num_errors == len(results):

@@ -12,7 +12,7 @@ from torchvision.models import resnet18, resnet34
 
 from skillearn.knobs import ConfigError
 from skillearn.platform.cli import main
-from skillearn.platform.validate import UsageError, validate_sweep
+from skillearn.platform.validate import SweepRequest, validate_sweep
 from skillearn.trainables.encoders import make_encoder
 from skillearn.trainables.registry import get_skill
 
@@ -105,16 +105,16 @@ def test_the_sweep_accepts_a_fitting_file_by_relative_path(resnet18_file, tmp_pa
                                                           monkeypatch) -> None:
     path, _ = resnet18_file
     monkeypatch.chdir(path.parent)
-    spec = validate_sweep("lfm_dr", {"encoder": "resnet18", "encoder_weights": path.name},
-                          samples=1, storage=str(tmp_path / "runs"),
-                          tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    spec = validate_sweep(SweepRequest(
+        "lfm_dr", {"encoder": "resnet18", "encoder_weights": path.name}, samples=1,
+        storage=str(tmp_path / "runs"), tracking_uri=f"sqlite:///{tmp_path}/mlflow.db"))
     assert spec.config["encoder_weights"] == str(path.resolve())  # trials run elsewhere
 
 
 def test_the_sweep_refuses_weights_without_an_explicit_resnet(resnet18_file,
                                                              tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match="needs encoder=resnet18, resnet34 or resnet50 .* "
-                                         "got encoder=auto"):
-        validate_sweep("lfm", {"encoder_weights": str(resnet18_file[0])}, samples=1,
-                       storage=str(tmp_path / "runs"),
-                       tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    with pytest.raises(ConfigError, match="needs encoder=resnet18, resnet34 or resnet50 .* "
+                                          "got encoder=auto"):
+        validate_sweep(SweepRequest("lfm", {"encoder_weights": str(resnet18_file[0])},
+                                    samples=1, storage=str(tmp_path / "runs"),
+                                    tracking_uri=f"sqlite:///{tmp_path}/mlflow.db"))

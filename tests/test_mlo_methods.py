@@ -10,6 +10,7 @@ from typing import get_args
 import pytest
 import torch
 
+from skillearn.knobs import ConfigError
 from skillearn.mlo import (
     HYPERGRADIENT_METHODS,
     METHODS,
@@ -19,7 +20,7 @@ from skillearn.mlo import (
     MultilevelProgram,
 )
 from skillearn.platform.cli import build_parser
-from skillearn.platform.validate import UsageError, validate_sweep
+from skillearn.platform.validate import SweepRequest, validate_sweep
 from skillearn.trainables.common import COMMON_KNOBS
 from skillearn.trainables.registry import get_skill
 
@@ -78,8 +79,9 @@ def registered(monkeypatch) -> str:
 
 
 def _validate(skill: str, overrides: dict, tmp_path: Path):
-    return validate_sweep(skill, overrides, samples=1, storage=str(tmp_path / "runs"),
-                          tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    return validate_sweep(SweepRequest(skill, overrides, samples=1,
+                                       storage=str(tmp_path / "runs"),
+                                       tracking_uri=f"sqlite:///{tmp_path}/mlflow.db"))
 
 
 def test_the_literal_names_exactly_the_built_in_methods() -> None:
@@ -93,8 +95,10 @@ def test_knob_skills_and_cli_help_read_the_registry(registered: str) -> None:
     assert registered in get_skill("mwnet").methods  # second-order methods
     assert "first_order" not in get_skill("mwnet").methods
     sweep = next(a for a in build_parser()._actions if a.dest == "command").choices["sweep"]
-    method_help = next(a.help for a in sweep._actions if a.dest == "method")
-    assert all(name in method_help for name in (*get_args(MethodName), registered))
+    method = next(a for a in sweep._actions if a.dest == "method")
+    shown = sweep.format_help()  # `--method {first_order,...}`: the flag's choices
+    assert all(name in method.choices and name in shown
+               for name in (*get_args(MethodName), registered))
 
 
 def test_a_sweep_accepts_a_method_registered_in_one_place(registered: str,
@@ -105,9 +109,9 @@ def test_a_sweep_accepts_a_method_registered_in_one_place(registered: str,
 
 
 def test_a_sweep_refuses_an_unregistered_method(tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match="forward_difference.* is not one of"):
+    with pytest.raises(ConfigError, match="forward_difference.* is not one of"):
         _validate("darts", {"method": "forward_difference"}, tmp_path)
-    with pytest.raises(UsageError, match="does not support method 'first_order'"):
+    with pytest.raises(ConfigError, match="does not support method 'first_order'"):
         _validate("lfm_dr", {"method": "first_order"}, tmp_path)
 
 

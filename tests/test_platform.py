@@ -344,13 +344,14 @@ def test_short_genotype() -> None:
 
 
 def test_resume_without_name_picks_the_latest_sweep(tmp_path: Path, monkeypatch) -> None:
-    from skillearn.platform.validate import validate_sweep
+    from skillearn.platform.validate import SweepRequest, validate_sweep
 
     monkeypatch.chdir(tmp_path)
     for name in ("darts-digits-20260101-000000", "darts-digits-20260102-000000"):
         (tmp_path / "runs" / name).mkdir(parents=True)
         (tmp_path / "runs" / name / "tuner.pkl").write_bytes(b"")
-    spec = validate_sweep("darts", {}, samples=2, storage=str(tmp_path / "runs"), resume=True)
+    spec = validate_sweep(SweepRequest("darts", samples=2, storage=str(tmp_path / "runs"),
+                                       resume=True))
     assert spec.name == "darts-digits-20260102-000000"
     assert spec.path == f"{tmp_path}/runs/darts-digits-20260102-000000"
     assert spec.tracking_uri == f"sqlite:///{tmp_path}/mlflow.db"

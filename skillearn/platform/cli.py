@@ -36,30 +36,68 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `skillearn` command (exposed for docs and tests)."""
     parser = _Parser(prog=PROG, description="Learning skills as Ray Tune sweeps tracked in MLflow.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _add_sweep(sub)
+    sync = sub.add_parser("sync", help="send the MLflow writes a sweep could not (its backlog)")
+    sync.add_argument("sweep_dir", help="the sweep's directory (STORAGE/NAME)")
+    _tracking_args(sync)
+    report = sub.add_parser("report", help="best trials from MLflow as a table")
+    _tracking_args(report)
+    _experiment_arg(report)
+    report.add_argument("--top", type=int, default=10, help="rows to show (default 10)")
+    ui = sub.add_parser("ui", help="open the MLflow UI on the tracking store")
+    _tracking_args(ui)
+    _experiment_arg(ui, help="the experiment its link opens")
+    ui.add_argument("--port", type=int, default=5000, help="default 5000")
+    _add_dashboard(sub)
+    _add_retrain(sub)
+    _add_compare(sub)
+    sub.add_parser("skills", help="list the skills")
+    sub.add_parser("datasets", help="list the datasets")
+    return parser
+
+
+# The knobs `sweep` has a named flag for (any other knob: --set or --config). Each flag's type,
+# choices and help are its knob's (`knob_flag`); `_cmd_sweep` passes them on by these names.
+SWEEP_DATA_KNOBS = ("dataset", "data_root", "download", "noise_rate", "noise_type", "imbalance")
+SWEEP_TRIAL_KNOBS = ("epochs", "seed", "method", "retrain_epochs")
+
+
+def knob_flag(parser: Any, name: str, flag: str | None = None, help: str | None = None) -> None:
+    """Add `--flag` (default: the knob's name with dashes) for the common knob `name`, typed as
+    its default, with its choices and (unless `help` says what the flag does differently) its
+    help, so a knob declared once reads the same on the command line.
+
+    The flag's default is None (not the knob's): an unset flag leaves the skill's own default.
+    """
+    from skillearn.trainables.common import COMMON_KNOBS
+
+    knob = COMMON_KNOBS[name]
+    options: dict[str, Any] = {"dest": name, "help": knob.help if help is None else help}
+    if isinstance(knob.default, bool):
+        options.update(action="store_true", default=None)
+    else:
+        options["type"] = type(knob.default)
+        if knob.choices is not None:
+            options["choices"] = knob.choices
+    parser.add_argument(flag or "--" + name.replace("_", "-"), **options)
+
+
+def _add_sweep(sub: Any) -> None:
+    from skillearn.platform.validate import SweepRequest
 
     sweep = sub.add_parser("sweep", help="run (or --resume) a hyperparameter sweep of a skill")
     sweep.add_argument("skill", help="skill to sweep (see `skillearn skills`)")
     data = sweep.add_argument_group("data")
-    data.add_argument("--dataset", help="dataset name (see `skillearn datasets`)")
-    data.add_argument("--data-root", help="folder holding the dataset files")
-    data.add_argument("--download", action="store_true", default=None,
-                      help="let torchvision download CIFAR into --data-root")
-    data.add_argument("--noise-rate", type=float, help="label-noise rate of the training split")
-    data.add_argument("--noise-type", choices=("uniform", "flip", "flip2", "pair"),
-                      help="label-noise model")
-    data.add_argument("--imbalance", type=float, help="long-tail imbalance factor (>= 1)")
+    for name in SWEEP_DATA_KNOBS:
+        knob_flag(data, name)
     run = sweep.add_argument_group("trials")
-    run.add_argument("--samples", type=int, default=8, help="number of trials (default 8)")
-    run.add_argument("--epochs", type=int, help="search epochs per trial")
-    run.add_argument("--seed", type=int, help="seed of data, trials and the TPE sampler")
+    run.add_argument("--samples", type=int, default=SweepRequest.samples,
+                     help=f"number of trials (default {SweepRequest.samples})")
+    for name in SWEEP_TRIAL_KNOBS:
+        knob_flag(run, name)
     run.add_argument("--seeds", type=int, nargs="+", metavar="S",
                      help="no search: one trial per seed with the given settings (tuned knobs "
                      "at their defaults unless --set), for comparisons over seeds")
-    from skillearn.mlo.methods import METHODS  # the engine's registry (no torch import)
-
-    run.add_argument("--method", help=f"hypergradient method ({', '.join(METHODS)})")
-    run.add_argument("--retrain-epochs", type=int, help="retrain each derived architecture for N "
-                     "epochs inside its trial (0: skip)")
     run.add_argument("--config", metavar="SPEC.yaml",
                      help="knob settings as a YAML mapping (flags and --set override it)")
     run.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
@@ -69,9 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
     place = sweep.add_argument_group("where")
     place.add_argument("--concurrency", type=int,
                        help="trials at once (default: CPUs // --cpus-per-trial)")
-    place.add_argument("--cpus-per-trial", type=float, default=1.0, help="default 1")
-    place.add_argument("--gpus-per-trial", type=float, default=0.0,
-                       help="GPUs per trial, fractions share a GPU (default 0)")
+    place.add_argument("--cpus-per-trial", type=float, default=SweepRequest.cpus_per_trial,
+                       help=f"default {SweepRequest.cpus_per_trial:g}")
+    place.add_argument("--gpus-per-trial", type=float, default=SweepRequest.gpus_per_trial,
+                       help="GPUs per trial, fractions share a GPU "
+                       f"(default {SweepRequest.gpus_per_trial:g})")
     place.add_argument("--address", help="Ray cluster: ray://host:10001, host:6379 or auto "
                        "(default: a local Ray)")
     place.add_argument("--storage", help="directory of sweep results (default ./skillearn_runs)")
@@ -80,25 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="continue the sweep --name (default: the latest of SKILL/DATASET); "
                        "its original settings are used")
     _tracking_args(place)
-    place.add_argument("--experiment", default="skillearn", help="MLflow experiment name")
+    _experiment_arg(place)
     place.add_argument("--optuna-storage", help="database of the Optuna study (TPE history), "
                        "e.g. postgresql://user:pass@host/db?options=-csearch_path%%3Doptuna "
                        "(default: STORAGE/NAME/optuna.db)")
 
-    sync = sub.add_parser("sync", help="send the MLflow writes a sweep could not (its backlog)")
-    sync.add_argument("sweep_dir", help="the sweep's directory (STORAGE/NAME)")
-    _tracking_args(sync)
 
-    report = sub.add_parser("report", help="best trials from MLflow as a table")
-    _tracking_args(report)
-    report.add_argument("--experiment", default="skillearn", help="MLflow experiment name")
-    report.add_argument("--top", type=int, default=10, help="rows to show (default 10)")
-
-    ui = sub.add_parser("ui", help="open the MLflow UI on the tracking store")
-    _tracking_args(ui)
-    ui.add_argument("--experiment", default="skillearn", help="the experiment its link opens")
-    ui.add_argument("--port", type=int, default=5000, help="default 5000")
-
+def _add_dashboard(sub: Any) -> None:
     dash = sub.add_parser("dashboard", help="open optuna-dashboard on a sweep's Optuna study "
                           "(history, parameter importances)")
     dash.add_argument("sweep", help="the sweep: its folder STORAGE/NAME, or NAME")
@@ -107,6 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
                       "sweep recorded (passwords as ${VAR})")
     dash.add_argument("--port", type=int, default=8080, help="default 8080")
 
+
+# The knobs `retrain` has a flag for (the trial's values, overridden): `_cmd_retrain` reads them.
+RETRAIN_KNOBS = ("retrain_recipe", "dataset", "data_root", "retrain_channels", "retrain_cells")
+
+
+def _add_retrain(sub: Any) -> None:
     retrain = sub.add_parser("retrain", help="retrain a searched architecture from scratch "
                              "with several seeds (search -> derive -> retrain)")
     source = retrain.add_mutually_exclusive_group(required=True)
@@ -114,34 +148,29 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--genotype", help="genotype JSON file")
     retrain.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
                          help="retraining seeds (default 0 1 2)")
-    retrain.add_argument("--recipe", choices=("auto", "darts", "fast"),
-                         help="darts: DARTS' evaluation recipe (cutout, auxiliary head, "
-                         "drop-path, 600 epochs, 20 cells x 36 C); fast: a short one for small "
-                         "inputs (default auto: darts for >= 32 px inputs, else fast)")
+    knob_flag(retrain, "retrain_recipe", "--recipe")
     retrain.add_argument("--epochs", type=int,
                          help="default: the recipe's (darts 600, fast 30)")
-    retrain.add_argument("--dataset", help="default: the trial's dataset (digits for a file)")
-    retrain.add_argument("--data-root", help="folder holding the dataset files")
-    retrain.add_argument("--channels", type=int, help="network width (default: the recipe's)")
-    retrain.add_argument("--cells", type=int, help="network depth (default: the recipe's)")
+    knob_flag(retrain, "dataset", help="default: the trial's dataset (digits for a file)")
+    knob_flag(retrain, "data_root")
+    knob_flag(retrain, "retrain_channels", "--channels")
+    knob_flag(retrain, "retrain_cells", "--cells")
     _tracking_args(retrain)
-    retrain.add_argument("--experiment", default="skillearn", help="MLflow experiment name")
+    _experiment_arg(retrain)
 
+
+def _add_compare(sub: Any) -> None:
     comp = sub.add_parser("compare", help="skills side by side: mean ± std over seeds "
                           "(table and bar chart)")
     comp.add_argument("skills", nargs="*", help="skills to compare (default: all logged)")
-    comp.add_argument("--dataset", help="only trials on this dataset")
-    comp.add_argument("--noise-rate", type=float, help="only trials with this noise rate")
-    comp.add_argument("--noise-type", choices=("uniform", "flip", "flip2", "pair"))
-    comp.add_argument("--imbalance", type=float, help="only trials with this imbalance factor")
+    knob_flag(comp, "dataset", help="only trials on this dataset")
+    knob_flag(comp, "noise_rate", help="only trials with this noise rate")
+    knob_flag(comp, "noise_type", help="only trials with this label-noise model")
+    knob_flag(comp, "imbalance", help="only trials with this imbalance factor")
     comp.add_argument("--plot", default="compare.png", help="bar chart path (default "
                       "compare.png)")
     _tracking_args(comp)
-    comp.add_argument("--experiment", default="skillearn", help="MLflow experiment name")
-
-    sub.add_parser("skills", help="list the skills")
-    sub.add_parser("datasets", help="list the datasets")
-    return parser
+    _experiment_arg(comp)
 
 
 def _tracking_args(parser: argparse.ArgumentParser) -> None:
@@ -149,27 +178,28 @@ def _tracking_args(parser: argparse.ArgumentParser) -> None:
                         "http(s)://server (default sqlite:///./mlflow.db, absolute)")
 
 
+def _experiment_arg(parser: Any, help: str = "MLflow experiment name") -> None:
+    from skillearn.platform.validate import SweepRequest
+
+    parser.add_argument("--experiment", default=SweepRequest.experiment, help=help)
+
+
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from skillearn.platform.validate import parse_sets, skill_named, validate_sweep
+    from skillearn.platform.validate import SweepRequest, parse_sets, skill_named, validate_sweep
 
     skill = skill_named(args.skill)
     # precedence: the spec file, then --set, then the named flags
     overrides: dict[str, Any] = read_spec(args.config) if args.config else {}
     overrides.update(parse_sets(args.sets, skill))
-    flags = {
-        "dataset": args.dataset, "data_root": args.data_root, "download": args.download,
-        "noise_rate": args.noise_rate, "noise_type": args.noise_type,
-        "imbalance": args.imbalance, "epochs": args.epochs, "seed": args.seed,
-        "method": args.method, "retrain_epochs": args.retrain_epochs,
-    }
+    flags = {name: getattr(args, name) for name in (*SWEEP_DATA_KNOBS, *SWEEP_TRIAL_KNOBS)}
     overrides.update({k: v for k, v in flags.items() if v is not None})
-    spec = validate_sweep(
-        args.skill, overrides, samples=args.samples, storage=args.storage, name=args.name,
-        tracking_uri=args.tracking_uri, experiment=args.experiment, address=args.address,
-        resume=args.resume, concurrency=args.concurrency, cpus_per_trial=args.cpus_per_trial,
-        gpus_per_trial=args.gpus_per_trial, asha=args.asha, seeds=args.seeds,
-        optuna_storage=args.optuna_storage,
-    )
+    spec = validate_sweep(SweepRequest(
+        skill=args.skill, overrides=overrides, samples=args.samples, storage=args.storage,
+        name=args.name, tracking_uri=args.tracking_uri, experiment=args.experiment,
+        address=args.address, resume=args.resume, concurrency=args.concurrency,
+        cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial, asha=args.asha,
+        seeds=args.seeds, optuna_storage=args.optuna_storage,
+    ))
     from skillearn.platform.dryrun import dry_run
 
     dry_run(spec)  # every trial's set-up, once, before Ray starts
@@ -340,11 +370,7 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
             raise UsageError(f"genotype file {path} is not UTF-8 text") from None
         params, source = {}, str(path)
     _check_genotype(genotype_json, source)
-    settings = retrain_settings(params, {
-        "dataset": args.dataset, "data_root": args.data_root,
-        "retrain_channels": args.channels, "retrain_cells": args.cells,
-        "retrain_recipe": args.recipe,
-    })
+    settings = retrain_settings(params, {name: getattr(args, name) for name in RETRAIN_KNOBS})
     _check_data_settings(settings)
     rows = retrain_seeds(genotype_json, settings, args.seeds, args.epochs)
     summary = summarize(rows)

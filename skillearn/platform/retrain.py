@@ -55,7 +55,6 @@ def _typed(raw: Any, default: Any) -> Any:
 
 def retrain_settings(params: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
     """Data and network settings for retraining: the trial's, then the user's overrides."""
-    from skillearn.knobs import ConfigError
     from skillearn.trainables.common import COMMON_KNOBS
 
     settings: dict[str, Any] = {k: COMMON_KNOBS[k].default for k in COMMON_KNOBS}
@@ -63,11 +62,8 @@ def retrain_settings(params: Mapping[str, Any], overrides: Mapping[str, Any]) ->
         if key in params:
             settings[key] = _typed(params[key], COMMON_KNOBS[key].default)
     settings.update({k: v for k, v in overrides.items() if v is not None})
-    for key, value in settings.items():
-        try:
-            settings[key] = COMMON_KNOBS[key].coerce(key, value)
-        except ConfigError as err:
-            raise UsageError(str(err)) from None
+    for key, value in settings.items():  # a ConfigError says which and what is allowed
+        settings[key] = COMMON_KNOBS[key].coerce(key, value)
     return settings
 
 

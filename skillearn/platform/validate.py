@@ -13,7 +13,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,29 @@ def default_storage() -> Path:
 def default_tracking_uri() -> str:
     """A local SQLite MLflow store next to the user (MLflow >= 3.13 refuses file stores)."""
     return f"sqlite:///{(Path.cwd() / 'mlflow.db').resolve()}"
+
+
+@dataclass(frozen=True)
+class SweepRequest:
+    """A sweep as asked for, unchecked: what `skillearn sweep`'s flags and `skillearn.sweep`'s
+    arguments both build (its defaults are theirs); `validate_sweep` makes it a SweepSpec."""
+
+    skill: str
+    overrides: Mapping[str, Any] = field(default_factory=dict)  # knob -> value, as given
+    samples: int = 8
+    # no search: one trial per seed with the given settings (comparisons over seeds)
+    seeds: Sequence[int] | None = None
+    storage: str | None = None  # default ./skillearn_runs
+    name: str | None = None  # default SKILL-DATASET-TIMESTAMP
+    tracking_uri: str | None = None  # default sqlite:///./mlflow.db
+    experiment: str = "skillearn"
+    address: str | None = None  # a Ray cluster; default a local Ray
+    resume: bool = False
+    concurrency: int | None = None  # default CPUs // cpus_per_trial
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    asha: bool = True
+    optuna_storage: str | None = None  # default STORAGE/NAME/optuna.db
 
 
 @dataclass(frozen=True)
@@ -387,10 +410,7 @@ def _check_encoder_weights(path: str, kind: str) -> None:
     """A pretrained encoder file must load (weights only) and fit the chosen ResNet."""
     from skillearn.trainables.encoders import check_encoder_weights, load_encoder_weights
 
-    try:
-        check_encoder_weights(load_encoder_weights(path), path, kind)
-    except ConfigError as err:
-        raise UsageError(str(err)) from None
+    check_encoder_weights(load_encoder_weights(path), path, kind)  # a ConfigError says why
 
 
 def sweep_exists(path: Path | str) -> bool:
@@ -433,32 +453,43 @@ def skill_named(name: str) -> Skill:
         raise UsageError(f"{err} (see `skillearn skills`)") from None
 
 
-def validate_sweep(
-    skill_name: str,
-    overrides: Mapping[str, Any],
-    *,
-    samples: int,
-    storage: str | None = None,
-    name: str | None = None,
-    tracking_uri: str | None = None,
-    experiment: str = "skillearn",
-    address: str | None = None,
-    resume: bool = False,
-    concurrency: int | None = None,
-    cpus_per_trial: float = 1.0,
-    gpus_per_trial: float = 0.0,
-    asha: bool = True,
-    optuna_storage: str | None = None,
-    seeds: Sequence[int] | None = None,
-) -> SweepSpec:
-    """Check everything about a sweep request; raise a SkillearnError (UsageError, or the
-    data layer's DataError) naming the first problem."""
-    skill = skill_named(skill_name)
-    overrides = absolute_paths(overrides)
-    try:
-        config = resolve_config(skill, overrides)
-    except ConfigError as err:
-        raise UsageError(str(err)) from None
+def validate_sweep(request: SweepRequest) -> SweepSpec:
+    """Check everything about a sweep request; raise a SkillearnError (a UsageError, or the
+    ConfigError or DataError of the knob or data it names) for the first problem."""
+    skill = skill_named(request.skill)
+    overrides = absolute_paths(request.overrides)
+    config = resolve_config(skill, overrides)
+    _check_data_settings(config)
+    seeds = _checked_seeds(request, skill, overrides)
+    _check_resources(request)
+    _check_experiment(request.experiment)
+    store, local = _sweep_storage(request.storage)
+    name = _sweep_name(request, str(config["dataset"]), store, local)
+    uri = _tracking_store(request)
+    study = _study_storage(request, f"{store}/{name}")
+    return SweepSpec(
+        skill=request.skill,
+        overrides=overrides,
+        config=config,
+        samples=len(seeds) if seeds else request.samples,
+        storage=store,
+        name=name,
+        tracking_uri=uri,
+        experiment=request.experiment,
+        address=request.address,
+        resume=request.resume,
+        concurrency=request.concurrency,
+        cpus_per_trial=request.cpus_per_trial,
+        gpus_per_trial=request.gpus_per_trial,
+        asha=request.asha,
+        optuna_storage=study,
+        seeds=seeds,
+    )
+
+
+def _check_data_settings(config: Mapping[str, Any]) -> None:
+    """The data root exists (unless downloading), the data layer's own checks, and a
+    pretrained encoder file that loads and fits."""
     if config["data_root"] and not config["download"] and not Path(config["data_root"]).is_dir():
         raise UsageError(
             f"data root {config['data_root']} does not exist; point --data-root at the folder "
@@ -468,20 +499,30 @@ def validate_sweep(
     if config.get("encoder_weights"):
         _check_encoder_weights(config["encoder_weights"], config["encoder"])
 
-    if samples < 1:
-        raise UsageError(f"--samples must be at least 1, got {samples}")
-    if seeds is not None:
-        if not seeds or any(int(x) < 0 for x in seeds) or len(set(seeds)) != len(seeds):
-            raise UsageError(f"--seeds needs distinct non-negative integers, got {list(seeds)}")
-        top = int(all_knobs(skill)["seed"].high or 0)
-        if any(int(x) > top for x in seeds):
-            raise UsageError(f"--seeds must be at most {top}, got {max(seeds)}")
-        if "seed" in overrides:
-            raise UsageError("give either --seed or --seeds, not both")
-        seeds = tuple(int(x) for x in seeds)
-        samples = len(seeds)
-    if concurrency is not None and concurrency < 1:
-        raise UsageError(f"--concurrency must be at least 1, got {concurrency}")
+
+def _checked_seeds(request: SweepRequest, skill: Skill,
+                   overrides: Mapping[str, Any]) -> tuple[int, ...] | None:
+    """--seeds as a tuple of distinct seeds in the seed knob's range (None: a search)."""
+    if request.samples < 1:
+        raise UsageError(f"--samples must be at least 1, got {request.samples}")
+    seeds = request.seeds
+    if seeds is None:
+        return None
+    if not seeds or any(int(x) < 0 for x in seeds) or len(set(seeds)) != len(seeds):
+        raise UsageError(f"--seeds needs distinct non-negative integers, got {list(seeds)}")
+    top = int(all_knobs(skill)["seed"].high or 0)
+    if any(int(x) > top for x in seeds):
+        raise UsageError(f"--seeds must be at most {top}, got {max(seeds)}")
+    if "seed" in overrides:
+        raise UsageError("give either --seed or --seeds, not both")
+    return tuple(int(x) for x in seeds)
+
+
+def _check_resources(request: SweepRequest) -> None:
+    """Concurrency and per-trial CPUs/GPUs are sane, and a local Ray can give them."""
+    if request.concurrency is not None and request.concurrency < 1:
+        raise UsageError(f"--concurrency must be at least 1, got {request.concurrency}")
+    cpus_per_trial, gpus_per_trial = request.cpus_per_trial, request.gpus_per_trial
     if not cpus_per_trial > 0:
         raise UsageError(f"--cpus-per-trial must be > 0, got {cpus_per_trial}")
     if not 0 <= gpus_per_trial <= MAX_GPUS_PER_TRIAL:
@@ -489,65 +530,84 @@ def validate_sweep(
             f"--gpus-per-trial must be between 0 and {MAX_GPUS_PER_TRIAL} "
             f"(fractions such as 0.5 share a GPU), got {gpus_per_trial}"
         )
-    if not address:  # a local Ray: trials asking for more than this machine has never start
-        cpus = os.cpu_count() or 1
-        if cpus_per_trial > cpus:
-            raise UsageError(
-                f"--cpus-per-trial {cpus_per_trial} exceeds this machine's {cpus} CPUs; lower it "
-                "or pass --address of a bigger Ray cluster"
-            )
-        if gpus_per_trial > 0:
-            import torch
+    if request.address:  # a cluster's resources are its own business
+        return
+    # a local Ray: trials asking for more than this machine has never start
+    cpus = os.cpu_count() or 1
+    if cpus_per_trial > cpus:
+        raise UsageError(
+            f"--cpus-per-trial {cpus_per_trial} exceeds this machine's {cpus} CPUs; lower it "
+            "or pass --address of a bigger Ray cluster"
+        )
+    if gpus_per_trial > 0:
+        import torch
 
-            gpus = torch.cuda.device_count()
-            if gpus_per_trial > gpus:
-                raise UsageError(
-                    f"--gpus-per-trial {gpus_per_trial} but this machine has {gpus} GPU(s); use "
-                    "--gpus-per-trial 0 or --address of a Ray cluster with GPUs"
-                )
+        gpus = torch.cuda.device_count()
+        if gpus_per_trial > gpus:
+            raise UsageError(
+                f"--gpus-per-trial {gpus_per_trial} but this machine has {gpus} GPU(s); use "
+                "--gpus-per-trial 0 or --address of a Ray cluster with GPUs"
+            )
+
+
+def _check_experiment(experiment: str) -> None:
     if not experiment.strip():
         raise UsageError("--experiment must not be empty")
     _check_text("--experiment", experiment, MAX_EXPERIMENT_LEN)
 
-    remote = bool(storage) and "://" in str(storage)
-    local = None if remote else (Path(storage).expanduser().resolve() if storage else
-                                 default_storage())
-    store = str(storage).rstrip("/") if local is None else str(local)
-    if local is not None and local.exists() and not local.is_dir():
-        raise UsageError(f"--storage {local} is a file; give a directory")
-    if local is None:
+
+def _sweep_storage(storage: str | None) -> tuple[str, Path | None]:
+    """Where sweeps go: (the storage as written into the spec, its local folder or None for a
+    remote URI), checked writable (local) or of a known scheme (remote)."""
+    if storage and "://" in storage:
+        store = storage.rstrip("/")
         _check_remote_storage(store)
-    else:
-        _check_text("--storage", str(local), 4096)
-        _check_creatable(local / "x", "sweep", "a writable --storage", what_kind="folder")
+        return store, None
+    local = Path(storage).expanduser().resolve() if storage else default_storage()
+    if local.exists() and not local.is_dir():
+        raise UsageError(f"--storage {local} is a file; give a directory")
+    _check_text("--storage", str(local), 4096)
+    _check_creatable(local / "x", "sweep", "a writable --storage", what_kind="folder")
+    return str(local), local
+
+
+def _sweep_name(request: SweepRequest, dataset: str, store: str, local: Path | None) -> str:
+    """The sweep's name: --name, a new PREFIX-TIMESTAMP, or with --resume the latest sweep of
+    this skill and dataset; a new sweep must not exist yet, a resumed one must."""
+    name, prefix = request.name, f"{request.skill}-{dataset}-"
     if name is not None:
         _check_name(name)
-    prefix = f"{skill_name}-{config['dataset']}-"
-    if resume:
-        if name is None and local is None:
-            raise UsageError("--resume with a remote --storage needs the sweep's --name")
-        if name is None:
-            name = _latest_sweep(local, prefix)
-            if name is None:
-                raise UsageError(
-                    f"--resume found no previous {skill_name} sweep on {config['dataset']} in "
-                    f"{store}; check --storage, or pass the sweep's --name"
-                )
-        elif not sweep_exists(f"{store}/{name}"):
-            raise UsageError(
-                f"--resume: no previous sweep named {name!r} in {store}; check --name and "
-                "--storage, or drop --resume to start a new sweep"
-            )
-        check_sweep_record(f"{store}/{name}", skill_name)
-    else:
+    if not request.resume:
         name = name or prefix + datetime.now().strftime("%Y%m%d-%H%M%S")
         if local is not None and (local / name).exists():
             raise UsageError(
                 f"a sweep named {name!r} already exists in {store}; add --resume to "
                 "continue it or choose another --name"
             )
+        return name
+    if name is None and local is None:
+        raise UsageError("--resume with a remote --storage needs the sweep's --name")
+    if name is None:
+        name = _latest_sweep(local, prefix)
+        if name is None:
+            raise UsageError(
+                f"--resume found no previous {request.skill} sweep on {dataset} in {store}; "
+                "check --storage, or pass the sweep's --name"
+            )
+    elif not sweep_exists(f"{store}/{name}"):
+        raise UsageError(
+            f"--resume: no previous sweep named {name!r} in {store}; check --name and "
+            "--storage, or drop --resume to start a new sweep"
+        )
+    check_sweep_record(f"{store}/{name}", request.skill)
+    return name
 
-    uri = check_tracking_uri(tracking_uri or default_tracking_uri())
+
+def _tracking_store(request: SweepRequest) -> str:
+    """The checked MLflow store, which the driver must be able to write from where it runs;
+    then the Ray cluster of --address must answer."""
+    uri = check_tracking_uri(request.tracking_uri or default_tracking_uri())
+    address = request.address
     if address and address.startswith("ray://") and uri.startswith("sqlite:"):
         # With Ray Client the Tune driver (and so the MLflow logging) runs on the head node.
         raise UsageError(
@@ -556,28 +616,14 @@ def validate_sweep(
         )
     if address:
         check_address(address)
-    if optuna_storage:
-        study = check_optuna_storage(optuna_storage)
-    elif address and address.startswith("ray://"):
-        study = None  # the driver runs on the head node: no file of this machine's
-    else:
-        study = default_optuna_storage(f"{store}/{name}")
+    return uri
 
-    return SweepSpec(
-        skill=skill_name,
-        overrides=overrides,
-        config=config,
-        samples=samples,
-        storage=store,
-        name=name,
-        tracking_uri=uri,
-        experiment=experiment,
-        address=address,
-        resume=resume,
-        concurrency=concurrency,
-        cpus_per_trial=cpus_per_trial,
-        gpus_per_trial=gpus_per_trial,
-        asha=asha,
-        optuna_storage=study,
-        seeds=seeds,
-    )
+
+def _study_storage(request: SweepRequest, sweep_path: str) -> str | None:
+    """Where the Optuna study lives: --optuna-storage (checked), else beside the sweep, or in
+    memory when the driver runs on a Ray Client's head node (no file of this machine's)."""
+    if request.optuna_storage:
+        return check_optuna_storage(request.optuna_storage)
+    if request.address and request.address.startswith("ray://"):
+        return None
+    return default_optuna_storage(sweep_path)
