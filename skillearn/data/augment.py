@@ -12,6 +12,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from skillearn.data.input_size import is_cifar_sized, side_px
+
 
 def random_shift(x: torch.Tensor, generator: torch.Generator, pad: int) -> torch.Tensor:
     """Pad-and-crop (zero padding): each image shifted by up to `pad` pixels in x and y.
@@ -62,7 +64,6 @@ def cutout(x: torch.Tensor, generator: torch.Generator, length: int) -> torch.Te
 
 
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
-AUGMENT_MIN_PX = 32  # `augment=auto` turns crop+flip on from CIFAR's size up
 
 
 def training_augmentation(setting: str, input_shape: tuple[int, ...]) -> Augment | None:
@@ -71,8 +72,7 @@ def training_augmentation(setting: str, input_shape: tuple[int, ...]) -> Augment
     `auto` is on for inputs of at least 32 px, where DARTS, MW-Net and LFM all train with it;
     the 8 px digits stay unaugmented (a mirrored digit is a different digit).
     """
-    px = int(input_shape[-1])
-    if setting == "off" or (setting == "auto" and px < AUGMENT_MIN_PX):
+    if setting == "off" or (setting == "auto" and not is_cifar_sized(input_shape)):
         return None
-    pad = max(1, px // 8)
+    pad = max(1, side_px(input_shape) // 8)
     return lambda x, generator: crop_flip(x, generator, pad)

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from skillearn.data import Split
+from skillearn.data.input_size import is_small_input
 from skillearn.knobs import Knob
 from skillearn.trainables.weights import call_with
 
@@ -106,7 +107,7 @@ def small_cnn(num_classes: int, in_channels: int = 1) -> StagedClassifier:
 def make_classifier(kind: str, input_shape: tuple[int, ...], num_classes: int) -> StagedClassifier:
     """`auto` picks the small CNN for inputs up to 16 px and ResNet-32 above."""
     if kind == "auto":
-        kind = "small_cnn" if input_shape[-1] <= 16 else "resnet32"
+        kind = "small_cnn" if is_small_input(input_shape) else "resnet32"
     builders = {"small_cnn": small_cnn, "resnet32": resnet32}
     if kind not in builders:
         raise ValueError(f"unknown classifier {kind!r}; use auto, small_cnn or resnet32")

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from skillearn.data import DataBundle
+from skillearn.data.input_size import is_small_input
 from skillearn.knobs import ConfigError
 from skillearn.mlo import Level, MultilevelProgram
 from skillearn.search_spaces.darts import PRESETS, Genotype, SpaceConfig, SuperNet
@@ -53,14 +54,11 @@ class Built:
     epoch_metrics: Callable[[], dict[str, Any]] | None = None
 
 
-FUSED_CELLS_MAX_PX = 16
-
-
 def use_fused_cells(setting: str, input_shape: tuple[int, ...]) -> bool:
     """`fused_cells` knob: on, off, or auto = on for inputs up to 16 px (measured in
     benchmarks/RESULTS.md: 0.55x the edge-by-edge step at 8 px, 1.48x at 32 px on CPU)."""
     if setting == "auto":
-        return input_shape[-1] <= FUSED_CELLS_MAX_PX
+        return is_small_input(input_shape)
     return setting == "on"
 
 
