@@ -183,7 +183,7 @@ def stubs(monkeypatch):
         raise SystemExit(0)  # nothing to log: stop here, as a finished command
 
     monkeypatch.setattr(sweep, "run_sweep", fake_sweep)
-    import skillearn.platform.retrain as retrain
+    import skillearn.platform.retrain_command as retrain
 
     monkeypatch.setattr(retrain, "retrain_seeds", fake_retrain)
     monkeypatch.setattr(cli.subprocess, "call", lambda *a, **k: calls["ui"].append(a) or 0)

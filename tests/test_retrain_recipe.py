@@ -20,7 +20,7 @@ from skillearn.search_spaces.darts.genotype import DARTS_V2
 from skillearn.search_spaces.darts.network import DiscreteCell, drop_path
 from skillearn.trainables import runner
 from skillearn.trainables.registry import get_skill, resolve_config
-from skillearn.trainables.retrain import (
+from skillearn.trainables.retraining import (
     RECIPES,
     RetrainPlan,
     augment,
@@ -48,6 +48,12 @@ def test_darts_recipe_is_dartss_evaluation_setting_at_32_px() -> None:
     assert (darts.epochs, darts.cells, darts.channels, darts.grad_clip) == (600, 20, 36, 5.0)
     assert (darts.auxiliary_weight, darts.drop_path, darts.schedule) == (0.4, 0.2, "cosine")
     assert darts.pad(32) == 4 and darts.cutout_length(32) == 16 and darts.flip
+
+
+def test_the_recipe_knob_offers_exactly_the_recipes() -> None:
+    from skillearn.trainables.common import COMMON_KNOBS
+
+    assert COMMON_KNOBS["retrain_recipe"].choices == ("auto", *RECIPES)
 
 
 def test_auto_picks_darts_for_cifar_sized_inputs_and_fast_below() -> None:

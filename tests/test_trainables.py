@@ -16,7 +16,7 @@ from skillearn.search_spaces.darts import Genotype
 from skillearn.trainables import ConfigError, get_skill, resolve_config
 from skillearn.trainables.checkpoint import CHECKPOINT_FILE, CheckpointError
 from skillearn.trainables.lfm import example_weights
-from skillearn.trainables.retrain import RECIPES, RetrainPlan, retrain_genotype
+from skillearn.trainables.retraining import RECIPES, RetrainPlan, retrain_genotype
 from skillearn.trainables.runner import run_skill
 
 TINY = {"dataset": "synthetic", "nodes": 1, "cells": 1, "channels": 4, "batch_size": 16,

@@ -341,7 +341,7 @@ def _check_port_free(port: int) -> None:
 def _cmd_retrain(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from skillearn.platform.retrain import (
+    from skillearn.platform.retrain_command import (
         genotype_from_run,
         log_retrain,
         retrain_seeds,

@@ -93,7 +93,7 @@ def _set_up_trial(
     """What `run_skill` does before its first step, short of training. `here`: the trials run
     on this machine (local Ray), so its devices are theirs."""
     from skillearn.data import check_data_spec, data_spec
-    from skillearn.trainables.retrain import plan_retrain
+    from skillearn.trainables.retraining import plan_retrain
     from skillearn.trainables.setup import Setup, pick_device, resolve_space
 
     cfg = resolve_config(skill, {k: v for k, v in config.items() if not k.startswith("_")})

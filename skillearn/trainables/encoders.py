@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from skillearn.data.input_size import is_small_input
 from skillearn.knobs import ConfigError, Knob
 
 RESNET_DEPTHS = {"resnet18": 18, "resnet34": 34, "resnet50": 50}
@@ -61,6 +62,13 @@ def resnet_encoder(in_channels: int, depth: int) -> nn.Module:
         net.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)
     net.fc = nn.Identity()
     return net
+
+
+def auto_encoder_kind(setting: str, input_shape: tuple[int, ...]) -> str:
+    """The `encoder` knob's choice: `auto` is the small CNN for small inputs, else ResNet-18."""
+    if setting != "auto":
+        return setting
+    return "small" if is_small_input(input_shape) else "resnet18"
 
 
 def make_encoder(kind: str, in_channels: int, dim: int, weights: str = "") -> nn.Module:

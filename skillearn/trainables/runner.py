@@ -23,7 +23,7 @@ from skillearn.search_spaces.darts import architecture_entropy
 from skillearn.trainables.checkpoint import load_checkpoint, save_checkpoint
 from skillearn.trainables.evaluation import class_accuracies, worst_class
 from skillearn.trainables.registry import get_skill, resolve_config
-from skillearn.trainables.retrain import plan_retrain, retrain_genotype
+from skillearn.trainables.retraining import plan_retrain, retrain_genotype
 from skillearn.trainables.setup import Built, Setup, pick_device, resolve_space
 
 Reporter = Callable[[dict[str, Any], str | None], None]

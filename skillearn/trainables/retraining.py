@@ -28,12 +28,10 @@ import torch.nn.functional as F
 
 from skillearn.data import BatchStream, DataBundle, Split
 from skillearn.data.augment import crop_flip, cutout, random_shift
+from skillearn.data.input_size import CIFAR_SIZED_PX, is_cifar_sized, side_px
 from skillearn.mlo import Level, MultilevelProgram
 from skillearn.search_spaces.darts import DiscreteNetwork, Genotype
 from skillearn.trainables.evaluation import class_accuracies, worst_class
-
-CIFAR_SIZED_PX = 32
-RECIPE_CHOICES = ("auto", "darts", "fast")
 
 
 @dataclass(frozen=True)
@@ -103,10 +101,10 @@ class RetrainPlan:
 
 def choose_recipe(name: str, input_shape: tuple[int, ...]) -> tuple[Recipe, str]:
     """The recipe `name` stands for on inputs of `input_shape`, and why (for the output)."""
-    px = input_shape[-1]
+    px = side_px(input_shape)
     if name != "auto":
         return RECIPES[name], f"chosen, {px} px inputs"
-    if px >= CIFAR_SIZED_PX:
+    if is_cifar_sized(input_shape):
         return RECIPES["darts"], f"auto: {px} px inputs are CIFAR-sized (>= {CIFAR_SIZED_PX} px)"
     return RECIPES["fast"], (f"auto: {px} px inputs are smaller than CIFAR's {CIFAR_SIZED_PX}; "
                              "use --recipe darts for DARTS' 600-epoch recipe")

@@ -77,7 +77,7 @@ def retrain_seeds(
     recipe `settings["retrain_recipe"]` selects; `epochs` None: the recipe's."""
     from skillearn.data import data_spec, load_data
     from skillearn.search_spaces.darts import Genotype
-    from skillearn.trainables.retrain import plan_retrain, retrain_genotype
+    from skillearn.trainables.retraining import plan_retrain, retrain_genotype
     from skillearn.trainables.setup import pick_device
 
     genotype = Genotype.from_json(genotype_json)
