@@ -344,7 +344,7 @@ def mwnet_program(parts: Parts, method: str = "finite_difference", detach_input:
     w_opt, theta_opt, _ = _optimizers(parts)
     program = MultilevelProgram(
         [Level("w", w, w_opt, train_loss), Level("theta", theta, theta_opt, meta_loss,
-                                                 reads=("w",))],
+                                                 reads_lower=("w",))],
         method=method, order="top_down", fd_radius=FD_RADIUS, reuse_unroll_grad=reuse_grad)
     index = torch.arange(parts.case.batch, device=parts.train[0].device)
     return program, {"train": (*parts.train, index), "meta": (*parts.upper_batch, index)}

@@ -56,7 +56,7 @@ def _chain(depth: int, seed: int = 0, dtype: torch.dtype = DTYPE):
         levels.append(Level(
             name=name, params={"x": weights[k]},
             optimizer=torch.optim.SGD([weights[k]], lr=lrs[k]), loss=loss,
-            reads=(f"w{k}",) if k > 0 else (),
+            reads_lower=(f"w{k}",) if k > 0 else (),
         ))
 
     def top_loss(p, _b):
@@ -66,7 +66,7 @@ def _chain(depth: int, seed: int = 0, dtype: torch.dtype = DTYPE):
 
     levels.append(Level(name="theta", params={"x": theta},
                         optimizer=torch.optim.SGD([theta], lr=0.01), loss=top_loss,
-                        reads=(f"w{depth}",)))
+                        reads_lower=(f"w{depth}",)))
 
     def closed_form() -> torch.Tensor:
         with torch.no_grad():
@@ -169,7 +169,7 @@ def test_levels_must_be_listed_lowest_first() -> None:
     gen = torch.Generator().manual_seed(0)
     a, b = _param(2, gen), _param(2, gen)
     upper = Level("upper", {"x": a}, torch.optim.SGD([a], lr=0.1),
-                  loss=lambda p, _: p["upper"]["x"].sum(), reads=("lower",))
+                  loss=lambda p, _: p["upper"]["x"].sum(), reads_lower=("lower",))
     lower = Level("lower", {"x": b}, torch.optim.SGD([b], lr=0.1),
                   loss=lambda p, _: p["lower"]["x"].sum())
     with pytest.raises(ValueError, match="not a lower level"):
@@ -182,7 +182,7 @@ def test_depends_on_prunes_work_without_changing_results() -> None:
     levels, closed_form = _chain(2)
     program = MultilevelProgram(levels, method="finite_difference")
     unpruned, _ = program.gradient("w2", {})
-    levels[0].depends_on = ("theta",)  # w1's loss does not read w2
+    levels[0].reads_upper = ("theta",)  # w1's loss does not read w2
     pruned_program = MultilevelProgram(levels, method="finite_difference")
     calls = []
     original = levels[0].loss

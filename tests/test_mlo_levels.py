@@ -37,7 +37,7 @@ def _tensors(seed: int = 0):
 def _upper(u: torch.Tensor, c: torch.Tensor, **kwargs) -> Level:
     return Level("u", {"x": u}, torch.optim.SGD([u], lr=0.05),
                  lambda p, _: 0.5 * (p["delta"]["x"] - c).pow(2).sum()
-                 + 0.5 * LAM * p["u"]["x"].pow(2).sum(), reads=("delta",), **kwargs)
+                 + 0.5 * LAM * p["u"]["x"].pow(2).sum(), reads_lower=("delta",), **kwargs)
 
 
 @pytest.mark.parametrize("method", ["exact", "finite_difference"])

@@ -42,9 +42,9 @@ def _two_level_chain():
               lambda p, _: 0.5 * p["w1"]["x"].pow(2).sum() - p["w1"]["x"] @ B @ p["theta"]["x"]),
         Level("w2", {"x": w2}, torch.optim.SGD([w2], lr=xi2),
               lambda p, _: 0.5 * p["w2"]["x"].pow(2).sum() - p["w2"]["x"] @ C @ p["w1"]["x"],
-              reads=("w1",)),
+              reads_lower=("w1",)),
         Level("theta", {"x": theta}, torch.optim.SGD([theta], lr=0.01),
-              lambda p, _: 0.5 * (p["w2"]["x"] - c).pow(2).sum(), reads=("w2",)),
+              lambda p, _: 0.5 * (p["w2"]["x"] - c).pow(2).sum(), reads_lower=("w2",)),
     ]
     with torch.no_grad():
         w1_new = w1 - xi1 * (w1 - B @ theta)

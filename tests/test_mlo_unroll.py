@@ -66,7 +66,7 @@ class Problem:
                            lambda p, _: self.f(p["w"]["a"], p["w"]["b"], p["u"]["x"]))
         self.upper = Level("u", {"x": self.u}, torch.optim.SGD([self.u], lr=0.01),
                            lambda p, _: self.F(p["w"]["a"], p["w"]["b"], p["u"]["x"]),
-                           reads=("w",))
+                           reads_lower=("w",))
 
     def f(self, a: torch.Tensor, b: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         return (F.softplus(self.A @ a + self.P @ u).sum()

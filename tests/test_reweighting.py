@@ -94,7 +94,7 @@ def _tiny_mwnet_program(method: str):
         Level("w", w, torch.optim.SGD(w.values(), lr=lr, momentum=0.9, weight_decay=wd),
               train_loss),
         Level("theta", theta, torch.optim.Adam(theta.values(), lr=1e-3), meta_loss,
-              reads=("w",)),
+              reads_lower=("w",)),
     ], method=method, order="top_down")
     batches = {"train": (x, y, None), "meta": (xm, ym, None)}
     return program, batches, (net, vnet, x, y, xm, ym, lr, wd)

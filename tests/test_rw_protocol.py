@@ -76,7 +76,8 @@ def _imbalance_variant_program():
 
     program = MultilevelProgram([
         Level("w", w, torch.optim.SGD(w.values(), lr=lr), train_loss),
-        Level("theta", theta, torch.optim.SGD(theta.values(), lr=1e-5), meta_loss, reads=("w",)),
+        Level("theta", theta, torch.optim.SGD(theta.values(), lr=1e-5), meta_loss,
+              reads_lower=("w",)),
     ], method="exact", order="top_down")
     return program, {"train": (x, y, None), "meta": (xm, ym, None)}, (net, vnet, x, y, xm, ym, lr)
 

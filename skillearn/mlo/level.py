@@ -1,4 +1,5 @@
-"""A level of a multilevel program is plain data: parameters, optimizer, loss, schedule, reads."""
+"""A level of a multilevel program is plain data: parameters, optimizer, loss, schedule, and the
+levels below and above whose parameters its loss reads."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 import torch
 
 ParamDict = dict[str, torch.Tensor]
-# What a loss sees: level name -> that level's parameters. For the levels a loss `reads` these
+# What a loss sees: level name -> that level's parameters. For the levels in `reads_lower` these
 # are the one-step-unrolled values w' = w - xi * grad; for every other level the current ones.
 Params = Mapping[str, Mapping[str, torch.Tensor]]
 Batches = Mapping[str, Any]
@@ -23,12 +24,12 @@ Projection = Callable[[Mapping[str, torch.Tensor]], Mapping[str, torch.Tensor]]
 class Level:
     """One level: it minimises `loss` over its own `params` with `optimizer` every `every` steps.
 
-    `reads` names the lower levels whose parameters `loss` depends on through their
-    one-step-unrolled updates; the upper level's hypergradient flows back through those updates.
+    `reads_lower` names the lower levels whose parameters `loss` reads, at their
+    one-step-unrolled values; this level's hypergradient flows back through those updates.
     `unroll_lr` is the virtual step size xi used when an upper level unrolls this one
     (None: each param group's current learning rate, as DARTS does); the unrolled step is
     otherwise the optimizer's own (see `unroll`: SGD, Adam and AdamW).
-    `depends_on` names the upper levels whose (current) parameters `loss` reads; None means all
+    `reads_upper` names the upper levels whose (current) parameters `loss` reads; None means all
     of them. It only prunes work: an upper level's hypergradient skips lower levels it cannot
     reach (LFM's W1 loss reads the architecture but not W2).
     `maximize=True` makes the level ascend its loss (an adversary, a worst-case generator): the
@@ -42,12 +43,12 @@ class Level:
     params: ParamDict
     optimizer: torch.optim.Optimizer
     loss: LossFn
-    reads: tuple[str, ...] = ()
+    reads_lower: tuple[str, ...] = ()
     every: int = 1
     grad_clip: float | None = None
     unroll_lr: float | None = None
     scheduler: Any = None
-    depends_on: tuple[str, ...] | None = None
+    reads_upper: tuple[str, ...] | None = None
     maximize: bool = False
     projection: Projection | None = None
 
@@ -64,7 +65,7 @@ class Level:
         if self.projection is not None and not callable(self.projection):
             raise ValueError(f"level {self.name!r}: projection must be a function of the "
                              f"parameters, got {type(self.projection).__name__}")
-        self.reads = tuple(self.reads)
+        self.reads_lower = tuple(self.reads_lower)
 
     def objective(self, loss: torch.Tensor) -> torch.Tensor:
         """What this level's optimizer descends: `loss`, negated when the level maximises."""

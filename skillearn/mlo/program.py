@@ -56,7 +56,7 @@ class MultilevelProgram:
         for level in levels:
             if level.name in self.levels:
                 raise ValueError(f"two levels are named {level.name!r}")
-            for read in level.reads:
+            for read in level.reads_lower:
                 if read not in self.levels:
                     raise ValueError(
                         f"level {level.name!r} reads {read!r}, which is not a lower level; "
@@ -64,7 +64,7 @@ class MultilevelProgram:
                     )
             self.levels[level.name] = level
         for level in self.levels.values():
-            if any(level.name in other.reads for other in self.levels.values()):
+            if any(level.name in other.reads_lower for other in self.levels.values()):
                 check_unrollable(level)
         self.method = method
         self.order = order
@@ -125,11 +125,11 @@ class MultilevelProgram:
         own = [level.params[k] for k in own_keys]
         leaves = {
             read: {k: t.detach().requires_grad_(True) for k, t in unrolled[read].items()}
-            for read in level.reads
+            for read in level.reads_lower
         }
         with torch.enable_grad():
             loss = level.loss(params_view(self.levels, leaves), batches)
-            read_tensors = [t for read in level.reads for t in leaves[read].values()]
+            read_tensors = [t for read in level.reads_lower for t in leaves[read].values()]
             grads = torch.autograd.grad(level.objective(loss), own + read_tensors,
                                         allow_unused=True)
         hyper = [torch.zeros_like(p) if g is None else g for p, g in zip(own, grads, strict=False)]
@@ -138,7 +138,7 @@ class MultilevelProgram:
 
         cotangents: dict[str, list[torch.Tensor]] = {}
         offset = len(own)
-        for read in level.reads:
+        for read in level.reads_lower:
             keys = list(leaves[read])
             cotangents[read] = [
                 torch.zeros_like(leaves[read][k]) if g is None else g
@@ -152,14 +152,14 @@ class MultilevelProgram:
             if v is None or lower_name not in reachable:
                 continue
             lower = self.levels[lower_name]
-            below = [r for r in lower.reads if r in reachable]
+            below = [r for r in lower.reads_lower if r in reachable]
             below_leaves = {
                 r: {k: t.detach().requires_grad_(True) for k, t in unrolled[r].items()}
                 for r in below
             }
             # reads that cannot carry the hypergradient still enter f at their unrolled values
-            seen_by_lower = {r: unrolled[r] for r in lower.reads} | below_leaves
-            direct = self._depends(lower, name)
+            seen_by_lower = {r: unrolled[r] for r in lower.reads_lower} | below_leaves
+            direct = self._reads_upper(lower, name)
             inputs = (own if direct else []) + [t for r in below for t in below_leaves[r].values()]
             # v on w' as a cotangent on the lower gradient g: -xi * grad_u <g, v_g>
             v_g, xi = steps[lower_name].pull_back(v)
@@ -191,17 +191,18 @@ class MultilevelProgram:
     def _closure(self, name: str) -> list[str]:
         """Levels that `name` reads directly or through other reads, lowest first."""
         seen: set[str] = set()
-        stack = list(self.levels[name].reads)
+        stack = list(self.levels[name].reads_lower)
         while stack:
             read = stack.pop()
             if read not in seen:
                 seen.add(read)
-                stack.extend(self.levels[read].reads)
+                stack.extend(self.levels[read].reads_lower)
         return [n for n in self.levels if n in seen]
 
     @staticmethod
-    def _depends(level: Level, upper: str) -> bool:
-        return level.depends_on is None or upper in level.depends_on
+    def _reads_upper(level: Level, upper: str) -> bool:
+        """Whether `level`'s loss reads the parameters of the upper level `upper`."""
+        return level.reads_upper is None or upper in level.reads_upper
 
     def _reachable(self, name: str, closure: list[str]) -> set[str]:
         """Closure levels through which `name`'s parameters can influence the unrolled values:
@@ -209,7 +210,7 @@ class MultilevelProgram:
         reachable: set[str] = set()
         for lower_name in closure:  # lowest first
             lower = self.levels[lower_name]
-            if self._depends(lower, name) or any(r in reachable for r in lower.reads):
+            if self._reads_upper(lower, name) or any(r in reachable for r in lower.reads_lower):
                 reachable.add(lower_name)
         return reachable
 
@@ -224,7 +225,7 @@ class MultilevelProgram:
                 current = {k: t.detach() for k, t in level.params.items()}
                 unrolled[name] = UnrolledStep(current, [0.0] * len(current))
                 continue
-            replaced = {r: unrolled[r].values for r in level.reads}
+            replaced = {r: unrolled[r].values for r in level.reads_lower}
             keys = list(level.params)
             with torch.enable_grad():
                 loss = level.loss(params_view(self.levels, replaced), batches)

@@ -45,7 +45,7 @@ def build(setup: Setup) -> Built:
         Level("weights", weights, w_opt, train_loss, grad_clip=5.0,
               scheduler=torch.optim.lr_scheduler.CosineAnnealingLR(
                   w_opt, T_max=cfg["epochs"], eta_min=cfg["w_lr_min"])),
-        Level("arch", arch, a_opt, val_loss, reads=("weights",)),
+        Level("arch", arch, a_opt, val_loss, reads_lower=("weights",)),
     ]
     program = program_for(levels, cfg)
     return Built(

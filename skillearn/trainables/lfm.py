@@ -43,7 +43,7 @@ import torch.nn.functional as F
 
 from skillearn.mlo import SECOND_ORDER_METHODS, Level
 from skillearn.reweighting.metrics import weight_report
-from skillearn.trainables.encoders import ENCODER_KNOBS, make_encoder
+from skillearn.trainables.encoders import ENCODER_KNOBS, auto_encoder_kind, make_encoder
 from skillearn.trainables.group_adam import GroupAdam
 from skillearn.trainables.setup import Built, Setup, build_supernet, program_for
 from skillearn.trainables.skill import Knob, Skill
@@ -127,8 +127,7 @@ def build(setup: Setup) -> Built:
         w2, w2_buffers = clone_weights(twin, exclude=twin.arch_parameters())
     else:
         w2, w2_buffers = clone_weights(net, exclude=net.arch_parameters())
-    encoder_kind = cfg["encoder"] if cfg["encoder"] != "auto" else (
-        "small" if data.input_shape[-1] <= 16 else "resnet18")
+    encoder_kind = auto_encoder_kind(cfg["encoder"], data.input_shape)
     encoder = make_encoder(encoder_kind, data.input_shape[0], cfg["encoder_dim"],
                            cfg["encoder_weights"]).to(device)
     per_position = cfg["r_mode"] == "per_position"
@@ -195,10 +194,10 @@ def build(setup: Setup) -> Built:
             cosine_to_floor(g["lr"], cfg["upper_lr_min"], cfg["epochs"]) for g in groups])
     levels = [
         Level("w1", w1, w1_opt, w1_loss, grad_clip=5.0, scheduler=cosine(w1_opt),
-              depends_on=("arch",)),
-        Level("w2", w2, w2_opt, w2_loss, reads=("w1",), grad_clip=5.0,
-              scheduler=cosine(w2_opt), depends_on=("arch",)),
-        Level("arch", upper, upper_opt, val_loss, reads=("w2",),
+              reads_upper=("arch",)),
+        Level("w2", w2, w2_opt, w2_loss, reads_lower=("w1",), grad_clip=5.0,
+              scheduler=cosine(w2_opt), reads_upper=("arch",)),
+        Level("arch", upper, upper_opt, val_loss, reads_lower=("w2",),
               grad_clip=None if per_group else UPPER_CLIP, scheduler=upper_schedule),
     ]
     program = program_for(levels, cfg)

@@ -60,7 +60,7 @@ from skillearn.trainables.classifiers import (
     make_classifier,
     split_losses,
 )
-from skillearn.trainables.encoders import ENCODER_KNOBS, make_encoder
+from skillearn.trainables.encoders import ENCODER_KNOBS, auto_encoder_kind, make_encoder
 from skillearn.trainables.evaluation import class_accuracies
 from skillearn.trainables.lfm import example_weights, positions_by_id
 from skillearn.trainables.mwnet import META_PER_CLASS
@@ -85,8 +85,7 @@ def build(setup: Setup) -> Built:
     net = make_classifier(cfg["classifier"], data.input_shape, data.num_classes).to(device)
     w1 = dict(net.named_parameters())
     w2, w2_buffers = clone_weights(net)
-    encoder_kind = cfg["encoder"] if cfg["encoder"] != "auto" else (
-        "small" if data.input_shape[-1] <= 16 else "resnet18")
+    encoder_kind = auto_encoder_kind(cfg["encoder"], data.input_shape)
     encoder = make_encoder(encoder_kind, data.input_shape[0], cfg["encoder_dim"],
                            cfg["encoder_weights"]).to(device)
     train_row, meta_row = positions_by_id(data.train.index, device), positions_by_id(
@@ -145,10 +144,10 @@ def build(setup: Setup) -> Built:
                                                                 eta_min=1e-5)
     program = program_for([
         Level("w1", w1, w1_opt, w1_loss, grad_clip=5.0, scheduler=w1_schedule,
-              depends_on=("upper",)),
-        Level("w2", w2, w2_opt, w2_loss, reads=("w1",), grad_clip=5.0, scheduler=w2_schedule,
-              depends_on=("upper",)),
-        Level("upper", upper, upper_opt, val_loss, reads=("w2",), grad_clip=upper_clip,
+              reads_upper=("upper",)),
+        Level("w2", w2, w2_opt, w2_loss, reads_lower=("w1",), grad_clip=5.0, scheduler=w2_schedule,
+              reads_upper=("upper",)),
+        Level("upper", upper, upper_opt, val_loss, reads_lower=("w2",), grad_clip=upper_clip,
               scheduler=upper_schedule),
     ], cfg)
     train_counts = torch.bincount(data.train.clean_y, minlength=data.num_classes).tolist()

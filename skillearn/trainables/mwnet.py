@@ -155,7 +155,7 @@ def build_mwnet(
     w_opt, w_schedule = classifier_optimizer(w, cfg)
     program = program_for(
         [Level("w", w, w_opt, weighted_train_loss, scheduler=w_schedule),
-         Level("theta", theta, theta_optimizer(theta, cfg), meta_loss, reads=("w",))],
+         Level("theta", theta, theta_optimizer(theta, cfg), meta_loss, reads_lower=("w",))],
         cfg,
     )
     train_counts = torch.bincount(data.train.clean_y, minlength=data.num_classes).tolist()
