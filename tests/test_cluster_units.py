@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import pytest
 
 from skillearn.platform.redact import redact, redact_text
+from skillearn.platform.secrets import SecretError
 from skillearn.platform.validate import UsageError, check_optuna_storage, optuna_schema
 
 
@@ -106,7 +107,7 @@ def test_optuna_storage_checks(tmp_path: Path) -> None:
     assert check_optuna_storage(f"sqlite:///{tmp_path}/o.db") == f"sqlite:///{tmp_path}/o.db"
     with pytest.raises(UsageError, match="not a database URL"):
         check_optuna_storage("http://host/optuna")
-    with pytest.raises(UsageError, match=r"user:\*\*\*@"):
+    with pytest.raises(SecretError, match=r"user:\*\*\*@"):
         check_optuna_storage("postgresql://user:pw@127.0.0.1:1/db")
     assert optuna_schema("postgresql://u:p@h/db?options=-csearch_path%3Doptuna") == "optuna"
     assert optuna_schema("postgresql://u:p@h/db") is None

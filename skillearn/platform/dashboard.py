@@ -79,15 +79,12 @@ def locate_study(sweep: str, storage: str | None = None,
 
 def open_study_storage(study: SweepStudy) -> Any:
     """The study's storage, opened read-as-is (no tables created, no schema upgrade), after
-    checking the study is there; every failure is one UsageError line."""
+    checking the study is there; every failure is a SkillearnError (the CLI's one line)."""
     import optuna
 
-    from skillearn.platform.secrets import SecretError, check_uri_secrets, expand_secrets
+    from skillearn.platform.secrets import check_uri_secrets, expand_secrets
 
-    try:
-        check_uri_secrets(study.url, "--optuna-storage")
-    except SecretError as err:
-        raise UsageError(str(err)) from None
+    check_uri_secrets(study.url, "--optuna-storage")  # a SecretError: the CLI's one line
     if study.url.startswith("sqlite:///"):
         db = Path(study.url[len("sqlite:///") :]).expanduser()
         if not db.is_file():

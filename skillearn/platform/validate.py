@@ -283,16 +283,14 @@ def _sqlite_path(uri: str) -> Path:
 
 
 def _probe_store(uri: str, flag: str) -> None:
-    """No plain-text password, and a real read-only request to the store (store_probe.py)."""
-    from skillearn.platform.secrets import SecretError, check_uri_secrets
-    from skillearn.platform.store_probe import StoreError, probe_tracking_store
+    """No plain-text password (else a SecretError), and a real read-only request to a tracking
+    store (else a StoreError, store_probe.py)."""
+    from skillearn.platform.secrets import check_uri_secrets
+    from skillearn.platform.store_probe import probe_tracking_store
 
-    try:
-        check_uri_secrets(uri, flag)
-        if flag == "--tracking-uri":
-            probe_tracking_store(uri)
-    except (SecretError, StoreError) as err:
-        raise UsageError(str(err)) from None
+    check_uri_secrets(uri, flag)
+    if flag == "--tracking-uri":
+        probe_tracking_store(uri)
 
 
 def check_tracking_uri(uri: str) -> str:
