@@ -178,7 +178,7 @@ def test_levels_must_be_listed_lowest_first() -> None:
         MultilevelProgram([lower, upper], method="newton")
 
 
-def test_depends_on_prunes_work_without_changing_results() -> None:
+def test_reads_upper_prunes_work_without_changing_results() -> None:
     levels, closed_form = _chain(2)
     program = MultilevelProgram(levels, method="finite_difference")
     unpruned, _ = program.gradient("w2", {})

@@ -339,8 +339,6 @@ def _check_port_free(port: int) -> None:
 
 
 def _cmd_retrain(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from skillearn.platform.retrain_command import (
         genotype_from_run,
         log_retrain,
@@ -350,25 +348,14 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
     )
     from skillearn.platform.validate import check_tracking_uri, default_tracking_uri
 
-    if args.epochs is not None and not 1 <= args.epochs <= MAX_RETRAIN_EPOCHS:
-        raise UsageError(f"--epochs must be between 1 and {MAX_RETRAIN_EPOCHS}, "
-                         f"got {args.epochs}")
+    _check_retrain_epochs(args.epochs)
     _check_seeds(args.seeds)
     uri = check_tracking_uri(args.tracking_uri or default_tracking_uri())
     if args.run_id:
         genotype_json, params = genotype_from_run(uri, args.run_id)
         source = args.run_id
     else:
-        path = Path(args.genotype)
-        if not path.is_file():
-            raise UsageError(f"genotype file {path} does not exist")
-        if path.stat().st_size > MAX_SPEC_BYTES:
-            raise UsageError(f"genotype file {path} is too large for a genotype")
-        try:
-            genotype_json = path.read_bytes().decode("utf-8")
-        except UnicodeDecodeError:
-            raise UsageError(f"genotype file {path} is not UTF-8 text") from None
-        params, source = {}, str(path)
+        (genotype_json, source), params = _read_genotype_file(args.genotype), {}
     _check_genotype(genotype_json, source)
     settings = retrain_settings(params, {name: getattr(args, name) for name in RETRAIN_KNOBS})
     _check_data_settings(settings)
@@ -381,7 +368,28 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
     return 0
 
 
-MAX_RETRAIN_EPOCHS = 10000
+def _read_genotype_file(name: str) -> tuple[str, str]:
+    """The text of a genotype JSON file (checked to be one in `_check_genotype`) and its path."""
+    from pathlib import Path
+
+    path = Path(name)
+    if not path.is_file():
+        raise UsageError(f"genotype file {path} does not exist")
+    if path.stat().st_size > MAX_SPEC_BYTES:
+        raise UsageError(f"genotype file {path} is too large for a genotype")
+    try:
+        return path.read_bytes().decode("utf-8"), str(path)
+    except UnicodeDecodeError:
+        raise UsageError(f"genotype file {path} is not UTF-8 text") from None
+
+
+def _check_retrain_epochs(epochs: int | None) -> None:
+    """--epochs of `retrain`: at least 1, at most the `retrain_epochs` knob allows."""
+    from skillearn.trainables.common import COMMON_KNOBS
+
+    top = int(COMMON_KNOBS["retrain_epochs"].high or 0)
+    if epochs is not None and not 1 <= epochs <= top:
+        raise UsageError(f"--epochs must be between 1 and {top}, got {epochs}")
 
 
 def _check_seeds(seeds: Sequence[int]) -> None:
