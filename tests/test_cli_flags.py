@@ -78,3 +78,24 @@ def test_sweep_option_defaults_are_the_requests() -> None:
     for field in dataclasses.fields(SweepRequest):
         if field.name not in ("skill", "overrides"):
             assert getattr(args, field.name) == field.default, field.name
+
+
+def test_no_knob_is_named_like_a_sweep_option() -> None:
+    """`skillearn.sweep(skill, **arguments)` reads SweepRequest's fields as options and the rest
+    as knobs: a knob of the same name could never be set from Python."""
+    from skillearn.trainables.registry import all_knobs, available_skills, get_skill
+
+    options = {f.name for f in dataclasses.fields(SweepRequest)}
+    for skill in available_skills():
+        assert not options & set(all_knobs(get_skill(skill))), skill
+
+
+def test_python_sweep_options_and_knobs_are_told_apart(tmp_path) -> None:
+    import skillearn
+    from skillearn.knobs import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown setting 'sampels'"):  # a mistyped option
+        skillearn.sweep("darts", sampels=2, storage=str(tmp_path / "runs"))
+    with pytest.raises(skillearn.SkillearnError, match="--samples must be at least 1"):
+        skillearn.sweep("darts", samples=0, epochs=1, storage=str(tmp_path / "runs"))
+    assert not (tmp_path / "runs").exists()
