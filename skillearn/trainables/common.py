@@ -27,7 +27,8 @@ COMMON_KNOBS: dict[str, Knob] = {
     "augment": Knob("auto", "crop+flip training augmentation of the batches the engine steps "
                     "on (train, val, meta; never evaluation): auto = on for inputs >= 32 px",
                     choices=("auto", "on", "off")),
-    "seed": Knob(0, "seed for data splits, initialisation and batches", low=0, high=2**31 - 1),
+    "seed": Knob(0, "seed for data splits, initialisation and batches (and a sweep's TPE "
+                 "sampler)", low=0, high=2**31 - 1),
     # budget
     "epochs": Knob(4, "search epochs", low=1, high=10000),
     "batch_size": Knob(64, "minibatch size of every level", low=2, high=8192),
