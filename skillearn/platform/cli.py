@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     place.add_argument("--cpus-per-trial", type=float, default=1.0, help="default 1")
     place.add_argument("--gpus-per-trial", type=float, default=0.0,
                        help="GPUs per trial, fractions share a GPU (default 0)")
+    place.add_argument("--trial-resource", dest="trial_resources", action="append", default=[],
+                       metavar="NAME=AMOUNT", help="a custom Ray resource per trial, e.g. "
+                       "accel=1 (the workers of clusters/*.yaml declare accel)")
     place.add_argument("--address", help="Ray cluster: ray://host:10001, host:6379 or auto "
                        "(default: a local Ray)")
     place.add_argument("--storage", help="directory of sweep results (default ./skillearn_runs)")
@@ -168,7 +171,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         tracking_uri=args.tracking_uri, experiment=args.experiment, address=args.address,
         resume=args.resume, concurrency=args.concurrency, cpus_per_trial=args.cpus_per_trial,
         gpus_per_trial=args.gpus_per_trial, asha=args.asha, seeds=args.seeds,
-        optuna_storage=args.optuna_storage,
+        optuna_storage=args.optuna_storage, trial_resources=args.trial_resources,
     )
     from skillearn.platform.dryrun import dry_run
 

@@ -13,13 +13,19 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from skillearn.errors import SkillearnError
 from skillearn.knobs import ConfigError, Skill
+from skillearn.platform.cluster_checks import (
+    ClusterCheckError,
+    check_trial_resources,
+    parse_trial_resources,
+    warn_node_local_storage,
+)
 from skillearn.platform.redact import redact
 from skillearn.trainables.registry import all_knobs, get_skill, resolve_config
 
@@ -63,6 +69,8 @@ class SweepSpec:
     optuna_storage: str | None = None
     # --seeds: no search; one trial per seed with the given settings (comparisons over seeds)
     seeds: tuple[int, ...] | None = None
+    # --trial-resource: custom Ray resources each trial asks for (e.g. {"accel": 1})
+    trial_resources: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def path(self) -> str:
@@ -450,6 +458,7 @@ def validate_sweep(
     asha: bool = True,
     optuna_storage: str | None = None,
     seeds: Sequence[int] | None = None,
+    trial_resources: Sequence[str] = (),
 ) -> SweepSpec:
     """Check everything about a sweep request; raise a SkillearnError (UsageError, or the
     data layer's DataError) naming the first problem."""
@@ -505,6 +514,11 @@ def validate_sweep(
                     f"--gpus-per-trial {gpus_per_trial} but this machine has {gpus} GPU(s); use "
                     "--gpus-per-trial 0 or --address of a Ray cluster with GPUs"
                 )
+    try:
+        resources = parse_trial_resources(list(trial_resources))
+        check_trial_resources(resources, address)
+    except ClusterCheckError as err:
+        raise UsageError(str(err)) from None
     if not experiment.strip():
         raise UsageError("--experiment must not be empty")
     _check_text("--experiment", experiment, MAX_EXPERIMENT_LEN)
@@ -556,6 +570,7 @@ def validate_sweep(
         )
     if address:
         check_address(address)
+        warn_node_local_storage(store, address)
     if optuna_storage:
         study = check_optuna_storage(optuna_storage)
     elif address and address.startswith("ray://"):
@@ -580,4 +595,5 @@ def validate_sweep(
         asha=asha,
         optuna_storage=study,
         seeds=seeds,
+        trial_resources=resources,
     )
