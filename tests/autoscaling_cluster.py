@@ -96,8 +96,9 @@ class FakeAutoscalingCluster:
     def remove_node(self, node_id: str) -> int:
         """Take a worker node away as a spot preemption would: every process of that node (its
         raylet, agents and the trial's worker process) is killed at once. Returns the count."""
-        pids = [pid for pid, env in _cluster_processes(self.address) if
-                env.get("RAY_OVERRIDE_NODE_ID_FOR_TESTING") == node_id]
+        raylets = {pid for pid, env in _cluster_processes(self.address) if
+                   env.get("RAY_OVERRIDE_NODE_ID_FOR_TESTING") == node_id}
+        pids = raylets | _descendants(raylets)  # its agents and worker processes
         for pid in pids:
             _kill(pid)
         return len(pids)
@@ -120,6 +121,27 @@ def _cluster_processes(gcs_address: str) -> list[tuple[int, dict[str, str]]]:
         env = dict(item.split("=", 1) for item in raw.decode(errors="replace").split("\0")
                    if "=" in item)
         found.append((int(entry.name), env))
+    return found
+
+
+def _descendants(roots: set[int]) -> set[int]:
+    """Every process below `roots` (children, grandchildren, ...), from /proc/*/stat."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parent = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(parent, []).append(int(entry.name))
+    found: set[int] = set()
+    todo = list(roots)
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
     return found
 
 
@@ -307,15 +329,15 @@ class Preemptor(threading.Thread):
         super().__init__(daemon=True)
         self.cluster, self.sweep_dir, self.timeout_s = cluster, sweep_dir, timeout_s
         self.removed: dict[str, Any] = {}
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join()
 
     def run(self) -> None:
         deadline = time.monotonic() + self.timeout_s
-        while time.monotonic() < deadline and not self._stop.is_set():
+        while time.monotonic() < deadline and not self._halt.is_set():
             for trial_dir in sorted(self.sweep_dir.glob("trial_*")):
                 result = _latest_result(trial_dir)
                 if (trial_dir / "checkpoint_000000").is_dir() and result:
@@ -324,7 +346,7 @@ class Preemptor(threading.Thread):
                         processes=self.cluster.remove_node(result["node_id"]),
                         at=time.perf_counter())
                     return
-            self._stop.wait(0.2)
+            self._halt.wait(0.2)
 
 
 def rehearse(cluster: FakeAutoscalingCluster, workdir: Path, sweep_args: list[str], *,
