@@ -259,9 +259,9 @@ def plot_node_count(samples: list[tuple[float, int]], marks: dict[str, float], p
         ax.axvline(when, color=color, linestyle="--", linewidth=1, label=f"{label} ({when:.0f} s)")
     ax.set_xlabel("seconds since the sweep started")
     ax.set_ylabel("worker nodes")
-    ax.set_ylim(-0.2, max_workers + 0.5)
+    ax.set_ylim(-0.2, max_workers + 1.4)  # room for the legend above the steps
     ax.set_yticks(range(max_workers + 1))
-    ax.legend(loc="upper right", fontsize=8)
+    ax.legend(loc="upper left", fontsize=8, ncol=2)
     ax.set_title("autoscaling rehearsal: workers launched for the trials, released when idle",
                  fontsize=9)
     fig.tight_layout()
