@@ -232,11 +232,15 @@ class NodeCounter:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+        self._sample()  # the count at the end (the last periodic sample may be older)
+
+    def _sample(self) -> None:
+        self.samples.append((time.perf_counter() - self._started,
+                             len(self.cluster.worker_nodes())))
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            count = len(self.cluster.worker_nodes())
-            self.samples.append((time.perf_counter() - self._started, count))
+            self._sample()
             self._stop.wait(self.period_s)
 
     def first_time_at_least(self, count: int) -> float | None:
