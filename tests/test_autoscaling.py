@@ -8,8 +8,9 @@ that node killed, as a spot preemption does) and its trial resumes from its last
 another node; the workers go after the idle timeout. The figures and the node-count plot land on
 the sweep's MLflow parent run, as `clusters/rehearse_autoscaling.py` does.
 
-Cost on the 2-core CI box: one cluster start (~10 s) and one sweep with its scale-down, about
-60 s when the box is quiet (up to ~2.5 min under a load average of 15); see the printed timings.
+Cost: one cluster start (~10 s) and one sweep with its scale-down; measured 137-152 s on the
+2-core box at a load average of 13-18 from other jobs (less on a quiet box); the fixture prints
+its timings.
 """
 
 from __future__ import annotations
