@@ -251,3 +251,41 @@ def test_start_script_pgpass_really_logs_in(tmp_path: Path) -> None:
     backend = next(a for a in got["argv"].splitlines() if a.startswith("postgresql://"))
     with psycopg.connect(backend, passfile=str(pgpass), connect_timeout=5) as connection:
         assert connection.execute("SELECT 1").fetchone() == (1,)
+
+
+def _kuberay_start_resources(params: dict) -> dict:
+    """KubeRay's rayStartParams `resources` value: a JSON object, itself quoted for the shell."""
+    raw = params.get("resources", "{}")
+    return json.loads(json.loads(raw) if raw.startswith('"') else raw)
+
+
+def test_cloud_configs_agree_with_the_autoscaling_rehearsal() -> None:
+    """aws.yaml, gcp.yaml and kuberay.yaml declare what tests/test_autoscaling.py rehearses: a
+    head without trial resources, workers carrying the rehearsal's resource (one each) that
+    scale from 0, the same idle timeout and worker bound, and bucket storage in their commands."""
+    from autoscaling_cluster import TRIAL_RESOURCE
+
+    seen = {}
+    for cloud, path in LAUNCHERS.items():
+        config = yaml.safe_load(path.read_text())
+        types = config["available_node_types"]
+        head = types[config["head_node_type"]]["resources"]
+        workers = [t for name, t in types.items() if name != config["head_node_type"]]
+        assert head.get("CPU") == 0 and TRIAL_RESOURCE not in head, cloud
+        assert [w["resources"].get(TRIAL_RESOURCE) for w in workers] == [1], cloud
+        assert [w["min_workers"] for w in workers] == [0], cloud
+        seen[cloud] = (config["idle_timeout_minutes"] * 60, workers[0]["max_workers"])
+        text = path.read_text()
+        assert f"--trial-resource {TRIAL_RESOURCE}=1" in text
+        assert re.search(r"--storage (s3|gs)://", text), cloud
+    spec = _kuberay()["spec"]
+    assert _kuberay_start_resources(spec["headGroupSpec"]["rayStartParams"]) == {}
+    assert spec["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
+    (group,) = spec["workerGroupSpecs"]
+    assert _kuberay_start_resources(group["rayStartParams"]) == {TRIAL_RESOURCE: 1}
+    assert group["minReplicas"] == 0
+    seen["kuberay"] = (spec["autoscalerOptions"]["idleTimeoutSeconds"], group["maxReplicas"])
+    kuberay_text = (CLUSTERS / "kuberay.yaml").read_text()
+    assert f"--trial-resource {TRIAL_RESOURCE}=1" in kuberay_text
+    assert re.search(r"--storage (s3|gs)://", kuberay_text)
+    assert len(set(seen.values())) == 1, seen  # same idle timeout (s) and worker bound

@@ -112,6 +112,9 @@ def _add_sweep(sub: Any) -> None:
     place.add_argument("--gpus-per-trial", type=float, default=SweepRequest.gpus_per_trial,
                        help="GPUs per trial, fractions share a GPU "
                        f"(default {SweepRequest.gpus_per_trial:g})")
+    place.add_argument("--trial-resource", dest="trial_resources", action="append", default=[],
+                       metavar="NAME=AMOUNT", help="a custom Ray resource per trial, e.g. "
+                       "accel=1 (the workers of clusters/*.yaml declare accel)")
     place.add_argument("--address", help="Ray cluster: ray://host:10001, host:6379 or auto "
                        "(default: a local Ray)")
     place.add_argument("--storage", help="directory of sweep results (default ./skillearn_runs)")
@@ -199,6 +202,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         address=args.address, resume=args.resume, concurrency=args.concurrency,
         cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial, asha=args.asha,
         seeds=args.seeds, optuna_storage=args.optuna_storage,
+        trial_resources=tuple(args.trial_resources),
     ))
     from skillearn.platform.dryrun import dry_run
 

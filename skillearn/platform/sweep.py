@@ -77,11 +77,30 @@ def fixed_settings(spec: SweepSpec, skill: Skill) -> dict[str, Any]:
     return fixed
 
 
-def default_concurrency(spec: SweepSpec, cpus_available: float) -> int:
-    """Trials at once: --concurrency, else as many as the CPUs hold (at least 1, at most N)."""
+def trial_resources(spec: SweepSpec) -> dict[str, float]:
+    """What one trial asks Ray for: CPUs, GPUs and the --trial-resource custom resources."""
+    return {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial, **spec.trial_resources}
+
+
+def trials_that_fit(spec: SweepSpec, available: Mapping[str, float]) -> int:
+    """How many trials the cluster's resources (Ray's names: CPU, GPU, custom) hold right now."""
+    asked = {"CPU": spec.cpus_per_trial, "GPU": spec.gpus_per_trial, **spec.trial_resources}
+    return int(min(available.get(name, 0.0) // amount for name, amount in asked.items()
+                   if amount > 0))
+
+
+def default_concurrency(spec: SweepSpec, available: Mapping[str, float]) -> int:
+    """Trials at once: --concurrency, else as many as the cluster holds now (at least 1, at
+    most N). An autoscaling cluster that starts without workers holds none: say how to let it
+    grow (it only adds nodes for trials that are waiting)."""
     if spec.concurrency is not None:
         return spec.concurrency
-    return max(1, min(spec.samples, int(cpus_available // spec.cpus_per_trial)))
+    fits = trials_that_fit(spec, available)
+    if fits == 0 and spec.address:
+        print("skillearn: the cluster has no room for a trial yet (an autoscaler adds nodes "
+              "for waiting trials): running one trial at a time; pass --concurrency N to have N "
+              "trials ask for nodes at once", file=sys.stderr)
+    return max(1, min(spec.samples, fits))
 
 
 def build_tuner(spec: SweepSpec, concurrency: int) -> Any:
@@ -98,9 +117,7 @@ def build_tuner(spec: SweepSpec, concurrency: int) -> Any:
     from skillearn.platform.tracking import MlflowTracker
 
     skill = get_skill(spec.skill)
-    trainable = tune.with_resources(
-        skillearn_trial, {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial}
-    )
+    trainable = tune.with_resources(skillearn_trial, trial_resources(spec))
     if spec.resume:
         # Searcher, scheduler and callbacks come back from the sweep's tuner.pkl; finished trials
         # are kept, unfinished and errored ones continue from their last checkpoint.
@@ -147,6 +164,8 @@ def build_tuner(spec: SweepSpec, concurrency: int) -> Any:
             "samples": spec.samples, "concurrency": concurrency,
             "asha": early_stopping, "seeds": list(spec.seeds or []),
             "cpus_per_trial": spec.cpus_per_trial, "gpus_per_trial": spec.gpus_per_trial,
+            "trial_resources": ",".join(f"{k}={v:g}" for k, v in
+                                        sorted(spec.trial_resources.items())) or "-",
             "searched": ",".join(sorted(searched)) or "-",
             "optuna_storage": redact(spec.optuna_storage) or "memory",
         },
@@ -219,8 +238,8 @@ def fit_sweep(spec: SweepSpec) -> Any:
     if started:
         _init_ray(spec)
     try:
-        cpus = float(ray.cluster_resources().get("CPU", os.cpu_count() or 1))
-        return build_tuner(spec, default_concurrency(spec, cpus)).fit()
+        available = ray.cluster_resources()
+        return build_tuner(spec, default_concurrency(spec, available)).fit()
     finally:
         if started:
             ray.shutdown()

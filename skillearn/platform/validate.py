@@ -20,6 +20,11 @@ from typing import Any
 
 from skillearn.errors import SkillearnError
 from skillearn.knobs import ConfigError, Skill
+from skillearn.platform.cluster_checks import (
+    check_trial_resources,
+    parse_trial_resources,
+    warn_node_local_storage,
+)
 from skillearn.platform.redact import redact
 from skillearn.trainables.registry import all_knobs, get_skill, resolve_config
 
@@ -62,6 +67,8 @@ class SweepRequest:
     gpus_per_trial: float = 0.0
     asha: bool = True
     optuna_storage: str | None = None  # default STORAGE/NAME/optuna.db
+    # NAME=AMOUNT custom Ray resources each trial asks for (e.g. "accel=1")
+    trial_resources: Sequence[str] = ()
 
 
 @dataclass(frozen=True)
@@ -86,6 +93,8 @@ class SweepSpec:
     optuna_storage: str | None = None
     # --seeds: no search; one trial per seed with the given settings (comparisons over seeds)
     seeds: tuple[int, ...] | None = None
+    # --trial-resource: custom Ray resources each trial asks for (e.g. {"accel": 1})
+    trial_resources: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def path(self) -> str:
@@ -460,10 +469,14 @@ def validate_sweep(request: SweepRequest) -> SweepSpec:
     _check_data_settings(config)
     seeds = _checked_seeds(request, skill, overrides)
     _check_resources(request)
+    resources = parse_trial_resources(list(request.trial_resources))
+    check_trial_resources(resources, request.address)
     _check_experiment(request.experiment)
     store, local = _sweep_storage(request.storage)
     name = _sweep_name(request, str(config["dataset"]), store, local)
     uri = _tracking_store(request)
+    if request.address:
+        warn_node_local_storage(store, request.address)
     study = _study_storage(request, f"{store}/{name}")
     return SweepSpec(
         skill=request.skill,
@@ -482,6 +495,7 @@ def validate_sweep(request: SweepRequest) -> SweepSpec:
         asha=request.asha,
         optuna_storage=study,
         seeds=seeds,
+        trial_resources=resources,
     )
 
 
