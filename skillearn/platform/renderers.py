@@ -110,10 +110,12 @@ EVOLUTION_FILES = {"alpha_normal": "alpha_evolution.png",
 
 
 def render_alphas(artifact: ArchitectureWeights, ctx: RenderContext) -> None:
-    """`alphas/epoch_XXXX.json` per epoch (the history a resumed driver reads back)."""
+    """`alphas/epoch_XXXX.json` per epoch (the history a resumed driver reads back; a second
+    set of weights, named otherwise, goes to a folder of its name)."""
     record = {"epoch": ctx.epoch, "ops": artifact.ops, "logits": artifact.logits,
               **artifact.alphas}
-    Path(ctx.folder(ALPHA_FOLDER), f"epoch_{ctx.epoch:04d}.json").write_text(json.dumps(record))
+    folder = ctx.folder(artifact.name)
+    Path(folder, f"epoch_{ctx.epoch:04d}.json").write_text(json.dumps(record))
 
 
 def _as_logits(artifact: ArchitectureWeights, cell: str) -> list[list[float]]:
@@ -130,11 +132,12 @@ def finish_alphas(ctx: RenderContext) -> None:
 
     epochs = sorted(ctx.history)
     latest: ArchitectureWeights = ctx.history[epochs[-1]]  # type: ignore[assignment]
+    prefix = "" if latest.name == ALPHA_FOLDER else f"{latest.name}_"
     for cell, name in EVOLUTION_FILES.items():
         series = [_as_logits(ctx.history[e], cell) for e in epochs  # type: ignore[arg-type]
                   if cell in ctx.history[e].alphas]  # type: ignore[attr-defined]
         if series:
-            draw_alpha_evolution(series, latest.ops, Path(ctx.folder(), name))
+            draw_alpha_evolution(series, latest.ops, Path(ctx.folder(), prefix + name))
 
 
 def restore_alphas(record: Mapping[str, Any]) -> tuple[int, Artifact]:
