@@ -25,7 +25,6 @@ import numbers
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from ray.tune import Callback
@@ -125,7 +124,7 @@ class MlflowTracker(Callback):
         self.name_knobs = list(state.get("name_knobs") or [])  # pickled before they existed
         self._reset()
 
-    # --- what callers and tests reach through the callback ------------------------------------
+    # --- what callers and tests read through the callback -------------------------------------
 
     @property
     def client(self) -> Any:
@@ -135,27 +134,8 @@ class MlflowTracker(Callback):
     def refused(self) -> str | None:
         return self.queue.refused
 
-    @property
-    def backlog_path(self) -> Path:
-        return self.queue.backlog_path
-
-    def local_dir(self) -> Path:
-        return self.queue.local_dir()
-
     def pending_count(self) -> int:
         return self.queue.pending_count()
-
-    def flush(self, *, force: bool = False) -> bool:
-        return self.queue.flush(force=force)
-
-    def drain(self) -> bool:
-        return self.queue.drain()
-
-    def ensure_parent(self) -> str:
-        return self.runs.ensure_parent()
-
-    def ensure_child(self, trial: Any) -> str:
-        return self.runs.ensure_child(trial)
 
     def _restore_histories(self, trial_id: str, run_id: str) -> None:
         self.artifacts.restore(trial_id, lambda folder: self.runs.read_logged(run_id, folder))
@@ -167,15 +147,15 @@ class MlflowTracker(Callback):
         what a previous driver could not."""
         self.queue.put(SWEEP_KEY, {"op": "reopen"})
         self.queue.put(SWEEP_KEY, {"op": "params", "params": params_of(self.params)})
-        self.flush(force=True)
+        self.queue.flush(force=True)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.queue.put(self.runs.register(trial), {"op": "reopen"})  # an errored one runs again
-        self.flush()
+        self.queue.flush()
 
     def on_trial_restore(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.queue.put(self.runs.register(trial), {"op": "reopen"})
-        self.flush()
+        self.queue.flush()
 
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
@@ -196,7 +176,7 @@ class MlflowTracker(Callback):
             self.queue.put(trial_id, {"op": "tags", "tags": {"node_id": where[0],
                                                              "node_ip": where[1]}})
         self.artifacts.on_result(trial_id, step, result)
-        self.flush()
+        self.queue.flush()
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._end(trial, "FINISHED")
@@ -205,7 +185,7 @@ class MlflowTracker(Callback):
         """A failed trial that Tune retries from its checkpoint: note why, keep the run open."""
         self.queue.put(self.runs.register(trial),
                        {"op": "tags", "tags": {"last_error": trial_error_message(trial)}})
-        self.flush()
+        self.queue.flush()
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         message = trial_error_message(trial)
@@ -214,7 +194,7 @@ class MlflowTracker(Callback):
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         self.queue.put(SWEEP_KEY, {"op": "terminate", "status": "FINISHED"})
-        self.drain()
+        self.queue.drain()
 
     def _end(self, trial: Any, status: str, error: str | None = None) -> None:
         trial_id = self.runs.register(trial)
@@ -223,7 +203,7 @@ class MlflowTracker(Callback):
             self.queue.put(trial_id, {"op": "tags", "tags": {"error": error}})
         self.queue.put(trial_id, {"op": "terminate", "status": status})
         self._log_best(trial)
-        self.flush()
+        self.queue.flush()
 
     def _log_best(self, trial: Any) -> None:
         """Sweep-level curve on the parent: the best metric after each finished trial."""
