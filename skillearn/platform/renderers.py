@@ -251,9 +251,10 @@ class ArtifactStager:
         if renderer is None:
             raise ValueError(f"no renderer is registered for kind {artifact.kind!r}")
         key = (trial_id, artifact.kind, artifact.name)
-        if renderer.only_when_changed and self._last.get(key) == data:
-            return
-        self._last[key] = dict(data)
+        if renderer.only_when_changed:
+            if self._last.get(key) == data:
+                return
+            self._last[key] = dict(data)
         history: History = {}
         if renderer.keep_history:
             history = self.histories.setdefault(key, {})
