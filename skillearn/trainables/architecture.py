@@ -31,11 +31,14 @@ class ArchitectureState:
 
 
 def architecture_report(architecture: ArchitectureState) -> EpochReport:
-    """`arch_entropy` (mean softmax entropy over cell types), the genotype and the raw alphas."""
+    """`arch_entropy` (mean softmax entropy over the architecture parameters), the genotype and
+    the raw alpha logits: the matrices with one column per op (a backbone's extra parameters,
+    such as PC-DARTS' edge weights, count in the entropy but are not op weights)."""
     alphas = {name: alpha.detach() for name, alpha in architecture.alphas().items()}
     entropy = float(sum(architecture_entropy(a) for a in alphas.values()) / len(alphas))
     weights = ArchitectureWeights(
-        alphas={name: a.cpu().tolist() for name, a in alphas.items()},
+        alphas={name: a.cpu().tolist() for name, a in alphas.items()
+                if a.dim() == 2 and a.shape[1] == len(architecture.ops)},
         ops=list(architecture.ops), logits=True,
     )
     genotype = GenotypeArtifact(genotype=architecture.genotype().to_dict())
