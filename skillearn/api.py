@@ -14,11 +14,13 @@ import Ray, torch and MLflow only when they run.
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Callable
 from dataclasses import fields
 from typing import TYPE_CHECKING, Any
 
+from skillearn.artifacts import ARTIFACTS_KEY, GenotypeArtifact, find_artifact
 from skillearn.knobs import ConfigError
 from skillearn.platform.validate import SweepRequest, absolute_paths, validate_sweep
 from skillearn.trainables.registry import get_skill, resolve_config
@@ -111,7 +113,8 @@ def sweep(skill: str, **arguments: Any) -> pd.DataFrame:
         raise RuntimeError(f"all {len(results)} trials of sweep {spec.name} failed; their "
                            f"errors are in {spec.path}")
     chosen = get_skill(spec.skill)
-    frame = results.get_dataframe().drop(columns=[f"config/{SKILL_KEY}"], errors="ignore")
+    frame = _with_genotypes(
+        results.get_dataframe().drop(columns=[f"config/{SKILL_KEY}"], errors="ignore"))
     if chosen.metric in frame:
         frame = frame.sort_values(chosen.metric, ascending=chosen.mode == "min",
                                   na_position="last", ignore_index=True)
@@ -124,4 +127,22 @@ def sweep(skill: str, **arguments: Any) -> pd.DataFrame:
     frame.attrs.update(skill=spec.skill, name=spec.name, path=spec.path,
                        tracking_uri=spec.tracking_uri, experiment=spec.experiment,
                        metric=chosen.metric, mode=chosen.mode, unsent_writes=unsent)
+    return frame
+
+
+def _with_genotypes(frame: pd.DataFrame) -> pd.DataFrame:
+    """A trial's declared artifacts are files in MLflow, not columns; a NAS trial's genotype
+    stays a column (JSON, as `skillearn retrain --genotype` reads it)."""
+    if ARTIFACTS_KEY not in frame:
+        return frame
+
+    def genotype_of(artifacts: Any) -> str | None:
+        found = find_artifact({ARTIFACTS_KEY: artifacts}, GenotypeArtifact)
+        return json.dumps(found.genotype) if found else None
+
+    genotypes = frame[ARTIFACTS_KEY].map(
+        lambda value: genotype_of(value) if isinstance(value, list) else None)
+    frame = frame.drop(columns=[ARTIFACTS_KEY])
+    if genotypes.notna().any():
+        frame["genotype"] = genotypes
     return frame

@@ -11,9 +11,11 @@ from types import SimpleNamespace
 
 import pytest
 
+from skillearn.artifacts import WeightHistogram, WeightTrends, artifacts_payload
 from skillearn.platform.redact import redact, redact_text
 from skillearn.platform.secrets import SecretError
 from skillearn.platform.validate import UsageError, check_optuna_storage, optuna_schema
+from skillearn.trainables.weight_reports import weight_function
 
 
 def test_redact_hides_passwords_and_secret_query_values() -> None:
@@ -73,12 +75,14 @@ def test_unreachable_server_buffers_to_the_backlog_and_sync_sends_it(tmp_path: P
     trial = _trial("t1")
     tracker.setup()
     tracker.on_trial_start(iteration=0, trials=[trial], trial=trial)
-    curve = json.dumps([[0.0, 0.9], [1.0, 0.5], [2.0, 0.1]])
+    artifacts = artifacts_payload([
+        weight_function([[0.0, 0.9], [1.0, 0.5], [2.0, 0.1]]),
+        WeightHistogram(weights=[0.9, 0.1, 0.8], is_noisy=[0, 1, 0]),
+        WeightTrends(values={"a_mean": 0.5, "a_std": 0.1}),
+    ])
     for epoch in (1, 2):
-        result = {"epoch": epoch, "val_acc": 0.5 + epoch / 10, "weight_curve": curve,
-                  "train_weights": json.dumps([0.9, 0.1, 0.8]),
-                  "train_is_noisy": json.dumps([0, 1, 0]), "a_mean": 0.5, "a_std": 0.1,
-                  "node_id": "abc", "node_ip": "127.0.0.1"}
+        result = {"epoch": epoch, "val_acc": 0.5 + epoch / 10, "artifacts": artifacts,
+                  "a_mean": 0.5, "a_std": 0.1, "node_id": "abc", "node_ip": "127.0.0.1"}
         trial.last_result = result
         tracker.on_trial_result(iteration=epoch, trials=[trial], trial=trial, result=result)
     tracker.on_trial_complete(iteration=3, trials=[trial], trial=trial)

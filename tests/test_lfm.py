@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from skillearn.artifacts import artifacts_payload
 from skillearn.data import BatchStream, data_spec, load_data
 from skillearn.mlo.order import update_order
 from skillearn.reweighting.trends import draw_weight_trends, trend_values
@@ -18,6 +19,7 @@ from skillearn.trainables.group_adam import GroupAdam
 from skillearn.trainables.lfm import cosine_to_floor, example_weights
 from skillearn.trainables.runner import run_skill, seed_everything
 from skillearn.trainables.setup import Built, Setup, resolve_space
+from skillearn.trainables.weight_reports import weight_trends
 
 TINY_NET = {"nodes": 1, "cells": 1, "channels": 4}
 TINY = {"dataset": "synthetic", **TINY_NET, "batch_size": 16, "steps_per_epoch": 2, "epochs": 1,
@@ -104,12 +106,12 @@ def test_default_settings_move_r_v_and_the_a_weights_within_one_digits_epoch() -
     with the small encoder's tiny features, x was uniform and every a_i within ±0.01."""
     built, data, cfg = build_lfm({"dataset": "digits", **TINY_NET, "epochs": 1})
     r0, v0 = upper(built)["r"].detach().clone(), encoder_vector(built)
-    before = built.epoch_metrics()
+    before = built.epoch_report().metrics
     stream = iter(BatchStream(data.train, cfg["batch_size"], seed=0))
     val = iter(BatchStream(data.val, cfg["batch_size"], seed=1))
     for _ in range(len(data.train) // cfg["batch_size"]):
         built.program.step({"train": next(stream), "val": next(val)})
-    after = built.epoch_metrics()
+    after = built.epoch_report().metrics
     r = upper(built)["r"].detach()
     assert float((r - r0).norm() / r0.norm()) > 0.003
     assert float((r - r0).std()) > 0.003  # per-example, not one uniform shift
@@ -122,7 +124,7 @@ def test_mislabelled_examples_get_smaller_mistake_weights() -> None:
     """The paper's premise: a mislabelled example looks like validation examples of another
     class, so z zeroes its similarity mass and a_i stays near 0.5 (digits, 40 % noise)."""
     built, _, _ = build_lfm({"dataset": "digits", **TINY_NET, "noise_rate": 0.4})
-    metrics = built.epoch_metrics()
+    metrics = built.epoch_report().metrics
     assert metrics["a_weight_auc"] > 0.75  # measured 0.92
     assert metrics["a_weight_clean_mean"] > metrics["a_weight_noisy_mean"]
 
@@ -223,15 +225,24 @@ def test_learned_weights_plot_is_drawn_from_epoch_metrics(tmp_path: Path) -> Non
     assert draw_weight_trends(history, tmp_path / "w.png").stat().st_size > 0
 
 
-def test_tracker_stages_learned_weights_png_with_every_epoch_so_far(tmp_path: Path) -> None:
-    from skillearn.platform.tracking import MlflowTracker
+def test_learned_weights_png_is_staged_with_every_epoch_so_far(tmp_path: Path) -> None:
+    from skillearn.platform.renderers import ArtifactStager
 
-    tracker = MlflowTracker("sqlite:///unused.db", "exp", "sweep", str(tmp_path / "sweep"))
-    for epoch in (1, 2):  # what on_trial_result hands it (no store is contacted here)
-        tracker._stage_weight_trends("t1", epoch, {"epoch": epoch, "r_mean": 1.0,
-                                                   "r_std": 0.01 * epoch, "val_acc": 0.5})
-    tracker._stage_weight_trends("t2", 1, {"epoch": 1, "val_acc": 0.5})  # nothing learned
-    ops = tracker._pending["t1"]
-    assert len(ops) == 2 and "t2" not in tracker._pending
-    assert (Path(ops[-1]["dir"]) / "learned_weights.png").stat().st_size > 0
-    assert sorted(tracker._trends["t1"]) == [1, 2]
+    queued: list[tuple[str, dict]] = []
+    folders = iter(range(100))
+
+    def stage() -> Path:
+        folder = tmp_path / f"stage{next(folders)}"
+        folder.mkdir()
+        return folder
+
+    stager = ArtifactStager(stage, lambda key, op: queued.append((key, op)))
+    for epoch in (1, 2):  # what lfm's epoch report declares (no store is contacted here)
+        metrics = {"r_mean": 1.0, "r_std": 0.01 * epoch, "val_acc": 0.5}
+        stager.on_result("t1", epoch, {**metrics,
+                                       "artifacts": artifacts_payload(weight_trends(metrics))})
+    stager.on_result("t2", 1, {"val_acc": 0.5,  # nothing learned: nothing declared
+                               "artifacts": artifacts_payload(weight_trends({"val_acc": 0.5}))})
+    assert [key for key, _ in queued] == ["t1", "t1"]
+    assert (Path(queued[-1][1]["dir"]) / "learned_weights.png").stat().st_size > 0
+    assert sorted(stager.history("t1", "weight_trends", "learned_weights")) == [1, 2]

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from skillearn.artifacts import ArchitectureWeights, GenotypeArtifact, Table, artifacts_payload
 from skillearn.knobs import ConfigError, Knob, Skill
 from skillearn.platform.cli import main
 from skillearn.platform.report import best_trials, short_genotype
@@ -209,13 +210,18 @@ def _genotype_json() -> str:
 
 
 def _result(trial_id: str, epoch: int, val_acc: float) -> dict[str, Any]:
+    from skillearn.search_spaces.darts import PRIMITIVES
+
     rng = random.Random(epoch)
     alpha = [[rng.gauss(0, 1) for _ in range(8)] for _ in range(14)]
+    artifacts = [
+        GenotypeArtifact(json.loads(_genotype_json())),
+        ArchitectureWeights({"alpha_normal": alpha, "alpha_reduce": alpha}, list(PRIMITIVES)),
+        Table("per_class_acc", ["class", "test_acc"], [[0, 0.1], [1, 0.2]]),
+    ]
     return {
         "epoch": epoch, "val_acc": val_acc, "test_acc": val_acc - 0.1, "train_loss": 1.0 / epoch,
-        "worst_class_acc": 0.2, "params": 1000, "genotype": _genotype_json(),
-        "alpha_normal": json.dumps(alpha), "alpha_reduce": json.dumps(alpha),
-        "per_class_acc": "[0.1, 0.2]",
+        "worst_class_acc": 0.2, "params": 1000, "artifacts": artifacts_payload(artifacts),
         # what Ray adds
         "training_iteration": epoch, "trial_id": trial_id, "pid": 123, "done": False,
         "timestamp": 1700000000, "config": {"w_lr": 0.1}, "time_total_s": 1.5,
@@ -296,7 +302,8 @@ def test_mlflow_callback_parent_children_metrics_artifacts_and_resume(tmp_path: 
     assert [(m.step, round(m.value, 3)) for m in history] == [(1, 0.6), (2, 0.7)]
     assert json.loads(run_ok.data.tags["genotype"]) == json.loads(_genotype_json())
     artifacts = Path(run_ok.info.artifact_uri.removeprefix("file://"))
-    for name in ("genotype.json", "cell_normal.png", "cell_reduce.png", "alpha_evolution.png"):
+    for name in ("genotype.json", "cell_normal.png", "cell_reduce.png", "alpha_evolution.png",
+                 "per_class_acc.csv"):
         assert (artifacts / name).stat().st_size > 0, name
     assert str(artifacts).startswith(str(tmp_path))  # artifacts live beside the database
     assert "best_val_acc" in client.get_run(parent.info.run_id).data.metrics
@@ -328,7 +335,8 @@ def test_mlflow_callback_parent_children_metrics_artifacts_and_resume(tmp_path: 
         assert steps == [1, 2]
     alpha_files = client.list_artifacts(run_bad.info.run_id, "alphas")
     assert len(alpha_files) == 2
-    assert resumed._alphas["t_00001"].keys() == {1, 2}
+    history = resumed.artifacts.history("t_00001", "architecture_weights", "alphas")
+    assert history.keys() == {1, 2}
 
     table = best_trials(uri, "exp", top=2)
     assert set(table["run"]) == {"darts #1 w_lr=0.1", "darts #2 w_lr=0.05"}  # both 0.7

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 
 import optuna
@@ -12,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from skillearn.artifacts import Curve, WeightHistogram, find_artifact
 from skillearn.mlo import Level, MultilevelProgram
 from skillearn.platform.search_space import define_by_run
 from skillearn.reweighting import (
@@ -185,8 +185,7 @@ def test_mwnet_nas_space_suggests_only_active_knobs() -> None:
 CORRUPTED = {"dataset": "digits", "imbalance": 10, "noise_rate": 0.4, "epochs": 1,
              "steps_per_epoch": 2, "fd_gap_every": 0, "device": "cpu"}
 SHOT_KEYS = {"many_shot_acc", "medium_shot_acc", "few_shot_acc"}
-WEIGHT_KEYS = {"weight_auc", "weight_clean_mean", "weight_noisy_mean", "weight_curve",
-               "train_weights", "train_is_noisy"}
+WEIGHT_KEYS = {"weight_auc", "weight_clean_mean", "weight_noisy_mean"}
 
 
 def _one_epoch(skill: str, **overrides) -> dict:
@@ -208,10 +207,11 @@ def test_learned_weight_skills_report_weight_metrics(skill: str, overrides: dict
     metrics = _one_epoch(skill, **overrides)
     assert WEIGHT_KEYS <= set(metrics)
     assert 0.0 <= metrics["weight_auc"] <= 1.0
-    weights, noisy = json.loads(metrics["train_weights"]), json.loads(metrics["train_is_noisy"])
+    histogram = find_artifact(metrics, WeightHistogram)
+    weights, noisy = histogram.weights, histogram.is_noisy
     assert len(weights) == len(noisy) > 0 and 0 < sum(noisy) < len(noisy)
-    curve = json.loads(metrics["weight_curve"])
-    assert curve and all(len(point) == 2 for point in curve)
+    curve = find_artifact(metrics, Curve, "weight_function")
+    assert curve.x and len(curve.x) == len(curve.y)
     if skill == "lfm_dr":
         assert 0.0 <= metrics["a_weight_auc"] <= 1.0
 

@@ -3,7 +3,6 @@ training part, seeded training augmentation, MW-Net's variants and inputs, full-
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from skillearn.artifacts import Curve, find_artifact
 from skillearn.data import data_spec
 from skillearn.knobs import ConfigError
 from skillearn.mlo import Level, MultilevelProgram
@@ -161,7 +161,7 @@ def test_mwnet_variants_and_inputs_run(skill: str, overrides: dict) -> None:
     (metrics,) = reports
     assert 0.0 <= metrics["weight_auc"] <= 1.0
     assert math.isfinite(metrics["train_loss"])
-    assert json.loads(metrics["weight_curve"])
+    assert find_artifact(metrics, Curve, "weight_function").x
 
 
 # ------------------------------------------------------------------------ mwnet_nas budget

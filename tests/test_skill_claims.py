@@ -5,12 +5,18 @@ Ray; digits or synthetic data, CPU)."""
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Iterator
 
 import pytest
 import torch
 
+from skillearn.artifacts import (
+    ArchitectureWeights,
+    Curve,
+    GenotypeArtifact,
+    artifacts_payload,
+    find_artifact,
+)
 from skillearn.data import BatchStream, load_data
 from skillearn.mlo.unroll import virtual_step
 from skillearn.reweighting import weight_auc
@@ -58,7 +64,7 @@ def darts_epoch(seed: int, net: dict) -> tuple[Built, dict, Iterator[dict],
                                              dict[str, torch.Tensor]]:
     """One digits epoch of darts with its default knobs; returns alpha before it."""
     built, data, cfg = build("darts", {"dataset": "digits", "epochs": 1, "seed": seed, **net})
-    alpha0 = {k: a.detach().clone() for k, a in built.alphas().items()}
+    alpha0 = {k: a.detach().clone() for k, a in built.architecture.alphas().items()}
     stream = batches(data, cfg, "val", seed)
     for _ in range(len(data.train) // cfg["batch_size"]):
         built.program.step(next(stream))
@@ -85,7 +91,7 @@ def test_darts_alpha_moves_at_the_adam_rate_within_one_digits_epoch() -> None:
     built, cfg, stream, alpha0 = darts_epoch(seed=0, net=SMALL_NET)
     steps = built.program.iteration
     hypergradient, _ = built.program.gradient("arch", next(stream))
-    for name, alpha in built.alphas().items():
+    for name, alpha in built.architecture.alphas().items():
         change = alpha.detach() - alpha0[name]
         assert float(change.norm() / alpha0[name].norm()) > 0.5, name
         assert float(change.abs().max()) > 0.25 * steps * cfg["arch_lr"], name
@@ -133,9 +139,11 @@ def test_darts_logs_alpha_genotype_and_entropy_every_epoch() -> None:
     assert [m["epoch"] for m in reports] == [1, 2]
     for metrics in reports:
         assert 0 < metrics["arch_entropy"] <= float(torch.log(torch.tensor(4.0))) + 1e-6
-        assert json.loads(metrics["genotype"])
+        assert find_artifact(metrics, GenotypeArtifact).genotype["normal"]
+    weights = [find_artifact(m, ArchitectureWeights) for m in reports]
+    assert all(w.logits and len(w.ops) == 4 for w in weights)
     for name in ("alpha_normal", "alpha_reduce"):
-        first, second = (torch.tensor(json.loads(m[name])) for m in reports)
+        first, second = (torch.tensor(w.alphas[name]) for w in weights)
         assert first.shape == (2, 4) and not torch.equal(first, second), name
 
 
@@ -170,7 +178,8 @@ def test_mwnet_learns_to_weight_clean_above_mislabelled_examples() -> None:
         for _ in range(len(data.train) // cfg["batch_size"]):
             built.program.step(next(stream))
         built.program.end_epoch()
-        history.append(built.epoch_metrics())  # what the runner logs each epoch
+        report = built.epoch_report()  # what the runner logs each epoch
+        history.append({**report.metrics, "artifacts": artifacts_payload(report.artifacts)})
     with torch.no_grad():
         losses, _ = split_losses(net, data.train, CPU, None)
         initial_auc = weight_auc(vnet0(weight_inputs(losses)), data.train.is_noisy)
@@ -178,13 +187,14 @@ def test_mwnet_learns_to_weight_clean_above_mislabelled_examples() -> None:
     assert initial_auc < 0.3  # the initial V would rank mislabelled examples first ...
     assert final["weight_auc"] > 0.85  # ... the learned one ranks clean examples first
     assert final["weight_clean_mean"] > final["weight_noisy_mean"]
-    curve = json.loads(final["weight_curve"])
-    assert curve[0][1] > curve[-1][1]  # the learned map falls with the loss
+    curve = find_artifact(final, Curve, "weight_function")
+    assert curve.y[0] > curve.y[-1]  # the learned map falls with the loss
     assert not weight_curve_rises(vnet)
     assert float((flat(vnet.parameters()) - theta0).norm() / theta0.norm()) > 0.015
     for metrics in history:
-        for key in ("weight_auc", "weight_clean_mean", "weight_noisy_mean", "weight_curve"):
+        for key in ("weight_auc", "weight_clean_mean", "weight_noisy_mean"):
             assert key in metrics, key
+        assert find_artifact(metrics, Curve, "weight_function") is not None
 
 
 # ----------------------------------------------------------------------------------- mwnet_nas
@@ -216,5 +226,6 @@ def test_mwnet_nas_builds_the_trials_vnet_and_trains_it(params, hidden, input_of
     for k, (layer, start) in enumerate(zip(linears, before, strict=True)):
         moved = float((flat(layer.parameters()) - start).norm() / start.norm())
         assert moved > 1e-3, f"VNet layer {k} did not learn"
-    metrics = built.epoch_metrics()
-    assert 0.0 <= metrics["weight_auc"] <= 1.0 and json.loads(metrics["weight_curve"])
+    report = built.epoch_report()
+    assert 0.0 <= report.metrics["weight_auc"] <= 1.0
+    assert any(isinstance(a, Curve) and a.x for a in report.artifacts)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from skillearn.artifacts import ArchitectureWeights, GenotypeArtifact, Table, find_artifact
 from skillearn.data import DataSpec, load_data
 from skillearn.data.augment import random_shift
 from skillearn.search_spaces.darts import Genotype
@@ -22,7 +22,7 @@ from skillearn.trainables.runner import run_skill
 TINY = {"dataset": "synthetic", "nodes": 1, "cells": 1, "channels": 4, "batch_size": 16,
         "steps_per_epoch": 2, "epochs": 1}
 CORE_METRICS = {"train_loss", "val_acc", "test_acc", "worst_class_acc", "arch_entropy",
-                "genotype", "params", "ms_per_step", "peak_mem_mb", "search_time_s"}
+                "params", "ms_per_step", "peak_mem_mb", "search_time_s"}
 
 
 class Collector:
@@ -61,9 +61,16 @@ def test_one_epoch_reports_the_core_metrics(skill: str) -> None:
     (metrics,) = reporter.metrics
     assert CORE_METRICS <= set(metrics)
     assert 0.0 <= metrics["val_acc"] <= 1.0 and metrics["params"] > 0
-    genotype = Genotype.from_json(metrics["genotype"])
+    genotype = Genotype.from_dict(find_artifact(metrics, GenotypeArtifact).genotype)
     assert len(genotype.normal) == 2  # one node, two inputs
-    assert len(json.loads(metrics["alpha_normal"])) == 2  # edges of a 1-node cell
+    alphas = find_artifact(metrics, ArchitectureWeights)
+    assert len(alphas.alphas["alpha_normal"]) == 2  # edges of a 1-node cell
+    per_class = find_artifact(metrics, Table, "per_class_acc")
+    assert [row[0] for row in per_class.rows] == list(range(len(per_class.rows)))
+    present = [row[1] for row in per_class.rows if not math.isnan(row[1])]
+    assert min(present) == pytest.approx(metrics["worst_class_acc"], abs=1e-4)
+    texts = {k for k, v in metrics.items() if not isinstance(v, int | float)}
+    assert texts <= {"artifacts", "encoder"}  # lfm names the encoder `auto` resolved to
 
 
 def test_lfm_upper_level_learns_encoder_and_r() -> None:
@@ -80,7 +87,7 @@ def test_resume_continues_exactly_where_it_stopped(skill: str, tmp_path: Path) -
     resumed = Collector()
     run_skill(skill, config, resumed, resume_from=str(tmp_path / "epoch1"))
     assert [m["epoch"] for m in resumed.metrics] == [2]
-    for key in ("train_loss", "val_acc", "genotype", "alpha_normal"):
+    for key in ("train_loss", "val_acc", "artifacts"):
         assert resumed.metrics[0][key] == straight.metrics[1][key], key
 
 

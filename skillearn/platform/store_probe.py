@@ -67,9 +67,9 @@ def probe_client(uri: str, *, server_is_up: bool = False) -> None:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    from skillearn.platform.tracking import _http_defaults
+    from skillearn.platform.mlflow_runs import http_defaults
 
-    _http_defaults()
+    http_defaults()
     shown = redact(uri)
     try:
         MlflowClient(tracking_uri=expand_secrets(uri)).search_experiments(max_results=1)

@@ -7,6 +7,7 @@ work to the common runner and forwards its per-epoch reports to Tune.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Mapping
@@ -195,6 +196,7 @@ def build_tuner(spec: SweepSpec, concurrency: int) -> Any:
 
 def summarize_best(results: Any, metric: str, mode: str, searched: list[str]) -> dict[str, Any]:
     """The best trial of a finished sweep as a flat dict (for the table and the caller)."""
+    from skillearn.artifacts import GenotypeArtifact, find_artifact
     from skillearn.platform.report import short_genotype
 
     best = results.get_best_result(metric=metric, mode=mode)
@@ -207,8 +209,8 @@ def summarize_best(results: Any, metric: str, mode: str, searched: list[str]) ->
     for key in searched:
         if key in config:
             row[key] = config[key]
-    genotype = last.get("genotype")
-    row["genotype"] = short_genotype(genotype) if isinstance(genotype, str) else None
+    genotype = find_artifact(last, GenotypeArtifact)
+    row["genotype"] = short_genotype(json.dumps(genotype.genotype)) if genotype else None
     row["path"] = best.path
     return row
 

@@ -14,10 +14,8 @@ noisy examples; it is undefined (NaN) when the split has no noisy or no clean ex
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import torch
@@ -83,26 +81,25 @@ def capped_indices(n: int, cap: int) -> torch.Tensor:
 def weight_report(
     weights: torch.Tensor,
     is_noisy: torch.Tensor,
-    cap: int = 3000,
     prefix: str = "",
-) -> dict[str, Any]:
-    """Weight quality over a whole split, plus a capped sample as JSON for the histogram.
-
-    Keys: {prefix}weight_clean_mean, weight_noisy_mean, weight_auc and, when cap > 0,
-    train_weights and train_is_noisy (JSON lists of equal length, at most `cap` long).
-    """
+) -> dict[str, float]:
+    """Weight quality over a whole split: {prefix}weight_clean_mean, weight_noisy_mean and
+    weight_auc."""
     clean_mean, noisy_mean = weight_means(weights, is_noisy)
-    report: dict[str, Any] = {
+    return {
         f"{prefix}weight_clean_mean": clean_mean,
         f"{prefix}weight_noisy_mean": noisy_mean,
         f"{prefix}weight_auc": weight_auc(weights, is_noisy),
     }
-    if cap > 0:
-        keep = capped_indices(len(weights), cap)
-        sample = weights.detach().float().cpu()[keep]
-        report[f"{prefix}train_weights"] = json.dumps([round(float(w), 4) for w in sample])
-        report[f"{prefix}train_is_noisy"] = json.dumps([int(b) for b in is_noisy.cpu()[keep]])
-    return report
+
+
+def weight_sample(
+    weights: torch.Tensor, is_noisy: torch.Tensor, cap: int = 3000
+) -> tuple[list[float], list[int]]:
+    """A deterministic sample of at most `cap` (weight, is_noisy) pairs, for the histogram."""
+    keep = capped_indices(len(weights), cap)
+    sample = weights.detach().float().cpu()[keep]
+    return [round(float(w), 4) for w in sample], [int(b) for b in is_noisy.cpu()[keep]]
 
 
 def reweighting_metrics(
@@ -110,11 +107,10 @@ def reweighting_metrics(
     train_counts: Sequence[int],
     weights: torch.Tensor | None = None,
     is_noisy: torch.Tensor | None = None,
-    cap: int = 3000,
-) -> dict[str, Any]:
+) -> dict[str, float]:
     """What every reweighting skill reports per epoch: shot-group test accuracy and, for skills
     that learn weights, the weight quality over the train split (`weight_report`)."""
-    metrics: dict[str, Any] = dict(shot_accuracies(per_class_test_acc, train_counts))
+    metrics: dict[str, float] = dict(shot_accuracies(per_class_test_acc, train_counts))
     if weights is not None and is_noisy is not None:
-        metrics.update(weight_report(weights, is_noisy, cap=cap))
+        metrics.update(weight_report(weights, is_noisy))
     return metrics

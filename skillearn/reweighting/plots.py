@@ -1,7 +1,8 @@
 """Figures of a reweighting run, drawn on a bare Figure (no pyplot global state, Agg canvas).
 
-The driver reads the per-epoch JSON metrics `weight_curve` and `train_weights` /
-`train_is_noisy` and calls these to write the images it logs.
+The driver draws `weight_histogram.png` with `draw_weight_histogram` from the
+`WeightHistogram` artifact a reweighting skill declares each epoch
+(`skillearn.platform.renderers`); `draw_weight_function` draws loss -> weight curves.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """How learned example weights evolve over a run: one panel per learned quantity (LFM's r and
 a, LFM-DR's b), its mean with a ±std band per epoch, and the clean / mislabelled means when the
-labels are noisy. Drawn by the MLflow tracker as `learned_weights.png` from per-epoch metrics.
+labels are noisy. Drawn by the driver as `learned_weights.png` from the `WeightTrends` artifact
+(`trend_values` of the epoch's metrics) a skill declares each epoch.
 
 A quantity `q` is drawn when a run reports `q_mean` (with `q_std` for the band); its clean and
 noisy means are `q_weight_clean_mean` / `q_weight_noisy_mean` (for b, whose metrics predate the

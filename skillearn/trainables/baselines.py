@@ -17,6 +17,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from skillearn.artifacts import EpochReport
 from skillearn.knobs import Knob, Skill
 from skillearn.mlo import Level
 from skillearn.reweighting.losses import class_balanced_loss, class_balanced_weights, focal_loss
@@ -43,12 +44,12 @@ def build_one_level(setup: Setup, loss_of: LossOf) -> Built:
     program = program_for([Level("w", w, optimizer, train_loss, scheduler=schedule)], cfg)
     train_counts = torch.bincount(data.train.clean_y, minlength=data.num_classes).tolist()
 
-    def epoch_metrics():
+    def epoch_report() -> EpochReport:
         _, per_class = class_accuracies(net, data.test, data.num_classes, device)
-        return reweighting_metrics(per_class, train_counts)
+        return EpochReport(metrics=reweighting_metrics(per_class, train_counts))
 
     return Built(program=program, predict=net, modules=[net], param_count=count_parameters(w),
-                 epoch_metrics=epoch_metrics)
+                 epoch_report=epoch_report)
 
 
 def build_ce(setup: Setup) -> Built:

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from skillearn.knobs import Knob, Skill
 from skillearn.mlo import Level
+from skillearn.trainables.architecture import ArchitectureState
 from skillearn.trainables.setup import Built, Setup, build_supernet, program_for
 from skillearn.trainables.weights import count_parameters, run_with
 
@@ -52,10 +53,8 @@ def build(setup: Setup) -> Built:
         program=program,
         predict=net,
         modules=[net],
-        genotype=net.genotype,
-        alphas=net.arch_parameters,
+        architecture=ArchitectureState.of_supernet(net),
         gap_level="arch",
-        ops=setup.space.ops,
         param_count=count_parameters(weights),
     )
 

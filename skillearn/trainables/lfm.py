@@ -41,12 +41,15 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from skillearn.artifacts import EpochReport
 from skillearn.mlo import SECOND_ORDER_METHODS, Level
 from skillearn.reweighting.metrics import weight_report
+from skillearn.trainables.architecture import ArchitectureState
 from skillearn.trainables.encoders import ENCODER_KNOBS, auto_encoder_kind, make_encoder
 from skillearn.trainables.group_adam import GroupAdam
 from skillearn.trainables.setup import Built, Setup, build_supernet, program_for
 from skillearn.trainables.skill import Knob, Skill
+from skillearn.trainables.weight_reports import weight_trends
 from skillearn.trainables.weights import clone_weights, count_parameters, run_with
 
 ALPHAS = ("alpha_normal", "alpha_reduce")
@@ -205,6 +208,33 @@ def build(setup: Setup) -> Built:
     def predict(x):
         return run_with(net, x, w2, w2_buffers)
 
+    def mistake_weights(feats_train, feats_val, y_train, y_val, u, ids_val):
+        return example_weights(feats_train, feats_val, y_train, y_val, u, r_for(r, ids_val),
+                               **weigh)
+
+    return Built(
+        program=program,
+        predict=predict,
+        modules=[net, encoder],
+        state={f"w2_buffer.{k}": v for k, v in w2_buffers.items()},
+        architecture=ArchitectureState.of_supernet(net),
+        gap_level="arch",
+        param_count=count_parameters(w1),
+        epoch_report=lfm_report(net, encoder, r, mistake_weights, setup, val_batch,
+                                encoder_kind),
+    )
+
+
+MistakeWeights = Callable[..., torch.Tensor]  # (feats_train, feats_val, y_train, y_val, u, ids)
+
+
+def lfm_report(net: torch.nn.Module, encoder: torch.nn.Module, r: torch.Tensor,
+               mistake_weights: MistakeWeights, setup: Setup, val_batch: int,
+               encoder_kind: str) -> Callable[[], EpochReport]:
+    """What LFM reports each epoch besides the architecture: r, the train split's a_i (means,
+    clean-vs-noisy quality when labels are noisy) and their trend plot."""
+    data, device = setup.data, setup.device
+
     @torch.no_grad()
     def train_split_a() -> torch.Tensor:
         """a_i of every training example, u from W1 and the current V and r, averaged over the
@@ -218,32 +248,20 @@ def build(setup: Setup) -> Built:
             rows = slice(k * val_batch, (k + 1) * val_batch)
             xv, yv, iv = (t[rows].to(device) for t in (data.val.x, data.val.y, data.val.index))
             u = F.cross_entropy(net(xv), yv, reduction="none")  # net's own weights are W1
-            total += example_weights(feats_train, encoder(xv), y_train, yv, u, r_for(r, iv),
-                                     **weigh)
+            total += mistake_weights(feats_train, encoder(xv), y_train, yv, u, iv)
         return total / batches
 
     @torch.no_grad()
-    def epoch_metrics():
+    def epoch_report() -> EpochReport:
         a = train_split_a()
         metrics = {"r_mean": float(r.mean()), "r_std": float(r.std()),
                    "a_mean": float(a.mean()), "a_std": float(a.std()), "encoder": encoder_kind}
         is_noisy = data.train.is_noisy
         if bool(is_noisy.any()):
-            metrics.update(weight_report(a, is_noisy, cap=0, prefix="a_"))
-        return metrics
+            metrics.update(weight_report(a, is_noisy, prefix="a_"))
+        return EpochReport(metrics=metrics, artifacts=weight_trends(metrics))
 
-    return Built(
-        program=program,
-        predict=predict,
-        modules=[net, encoder],
-        state={f"w2_buffer.{k}": v for k, v in w2_buffers.items()},
-        genotype=net.genotype,
-        alphas=net.arch_parameters,
-        gap_level="arch",
-        ops=setup.space.ops,
-        param_count=count_parameters(w1),
-        epoch_metrics=epoch_metrics,
-    )
+    return epoch_report
 
 
 SKILL = Skill(

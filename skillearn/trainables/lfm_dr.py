@@ -46,11 +46,13 @@ Encoder V: small CNN for <=16px inputs, else ResNet-18 (random init unless `enco
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
+from skillearn.artifacts import EpochReport
 from skillearn.mlo import SECOND_ORDER_METHODS, Level
 from skillearn.reweighting.metrics import reweighting_metrics, weight_report
 from skillearn.reweighting.mwnet import binned_weight_curve
@@ -67,6 +69,7 @@ from skillearn.trainables.mwnet import META_PER_CLASS
 from skillearn.trainables.normalized_sgd import NormalizedSGD
 from skillearn.trainables.setup import Built, Setup, program_for
 from skillearn.trainables.skill import Knob, Skill
+from skillearn.trainables.weight_reports import weight_function, weight_histogram, weight_trends
 from skillearn.trainables.weights import clone_weights, count_parameters, run_with
 
 B_PATHS = ("w2", "mistakes")
@@ -95,11 +98,6 @@ def build(setup: Setup) -> Built:
     encoder_params = [v for _, v in encoder.named_parameters()]
     upper = {"b": b, "r": r, **{f"V.{k}": v for k, v in encoder.named_parameters()}}
     b_reaches_w2 = cfg["b_path"] == "w2"
-
-    def flat_encoder() -> torch.Tensor:
-        return torch.cat([v.detach().flatten() for v in encoder_params])
-
-    start = {"b": b.detach().clone(), "r": r.detach().clone(), "V": flat_encoder().clone()}
 
     def encoder_of(p):
         return {k[2:]: v for k, v in p["upper"].items() if k.startswith("V.")}
@@ -150,48 +148,91 @@ def build(setup: Setup) -> Built:
         Level("upper", upper, upper_opt, val_loss, reads_lower=("w2",), grad_clip=upper_clip,
               scheduler=upper_schedule),
     ], cfg)
-    train_counts = torch.bincount(data.train.clean_y, minlength=data.num_classes).tolist()
 
     def predict(x):
         return run_with(net, x, w2, w2_buffers)
 
+    def mistake_weights(x: torch.Tensor, feats_meta: torch.Tensor, y: torch.Tensor,
+                        yv: torch.Tensor, u: torch.Tensor, iv: torch.Tensor) -> torch.Tensor:
+        return example_weights(encoder(x), feats_meta, y, yv, u, r[meta_row[iv]])
+
+    learned = LearnedWeights(b=b, r=r, encoder_params=encoder_params)
+    return Built(program=program, predict=predict, modules=[net, encoder],
+                 state={f"w2_buffer.{k}": v for k, v in w2_buffers.items()},
+                 gap_level="upper", param_count=count_parameters(w1),
+                 epoch_report=lfm_dr_report(net, encoder, predict, learned, mistake_weights,
+                                            setup))
+
+
+@dataclass
+class LearnedWeights:
+    """LFM-DR's learned upper variables, and where each started (to report how far it moved)."""
+
+    b: torch.Tensor
+    r: torch.Tensor
+    encoder_params: list[torch.Tensor]
+    start: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.start = {"b": self.b.detach().clone(), "r": self.r.detach().clone(),
+                      "V": self.flat_encoder().clone()}
+
+    def flat_encoder(self) -> torch.Tensor:
+        return torch.cat([v.detach().flatten() for v in self.encoder_params])
+
+    def changes(self) -> dict[str, float]:
+        return {"b_change": relative_change(self.b, self.start["b"]),
+                "r_change": relative_change(self.r, self.start["r"]),
+                "V_change": relative_change(self.flat_encoder(), self.start["V"])}
+
+
+def lfm_dr_report(net: torch.nn.Module, encoder: torch.nn.Module,
+                  predict: Callable[[torch.Tensor], torch.Tensor], learned: LearnedWeights,
+                  mistake_weights: Callable[..., torch.Tensor],
+                  setup: Setup) -> Callable[[], EpochReport]:
+    """What LFM-DR reports each epoch: shot-group accuracy, the quality of b and of the train
+    split's a_i, how far b, r and V moved, b's loss -> weight curve and histogram, the trends."""
+    cfg, data, device = setup.config, setup.data, setup.device
+    b, r = learned.b, learned.r
+    train_counts = torch.bincount(data.train.clean_y, minlength=data.num_classes).tolist()
+    meta = data.meta
+    if meta is None:  # build refuses this first
+        raise ValueError("lfm_dr needs a meta set (meta_per_class >= 1)")
+
     @torch.no_grad()
     def train_split_a() -> torch.Tensor:
         """a_i over the train split against the first meta batch, u from W1."""
-        n_meta = min(cfg["batch_size"], len(data.meta))
-        xv, yv, iv = (t[:n_meta].to(device) for t in (data.meta.x, data.meta.y, data.meta.index))
+        n_meta = min(cfg["batch_size"], len(meta))
+        xv, yv, iv = (t[:n_meta].to(device) for t in (meta.x, meta.y, meta.index))
         u = F.cross_entropy(net(xv), yv, reduction="none")
         feats_meta = encoder(xv)
         chunks = []
         for first in range(0, len(data.train), 512):
             x = data.train.x[first : first + 512].to(device)
             y = data.train.y[first : first + 512].to(device)
-            chunks.append(example_weights(encoder(x), feats_meta, y, yv, u, r[meta_row[iv]]))
+            chunks.append(mistake_weights(x, feats_meta, y, yv, u, iv))
         return torch.cat(chunks)
 
     @torch.no_grad()
-    def epoch_metrics():
+    def epoch_report() -> EpochReport:
         is_noisy = data.train.is_noisy
         _, per_class = class_accuracies(predict, data.test, data.num_classes, device)
         metrics = reweighting_metrics(per_class, train_counts, b.detach(), is_noisy)
         a = train_split_a()
-        metrics.update(weight_report(a, is_noisy, cap=0, prefix="a_"))
+        metrics.update(weight_report(a, is_noisy, prefix="a_"))
         losses, _ = split_losses(net, data.train, device)
-        metrics["weight_curve"] = json.dumps(binned_weight_curve(losses, b.detach()))
+        curve = binned_weight_curve(losses, b.detach())
         metrics.update({
             "a_mean": float(a.mean()), "a_std": float(a.std()),
             "b_mean": float(b.mean()), "b_std": float(b.std()),
             "r_mean": float(r.mean()), "r_std": float(r.std()),
-            "b_change": relative_change(b, start["b"]),
-            "r_change": relative_change(r, start["r"]),
-            "V_change": relative_change(flat_encoder(), start["V"]),
+            **learned.changes(),
         })
-        return metrics
+        return EpochReport(metrics=metrics, artifacts=[
+            weight_histogram(b.detach(), is_noisy), weight_function(curve),
+            *weight_trends(metrics)])
 
-    return Built(program=program, predict=predict, modules=[net, encoder],
-                 state={f"w2_buffer.{k}": v for k, v in w2_buffers.items()},
-                 gap_level="upper", param_count=count_parameters(w1),
-                 epoch_metrics=epoch_metrics)
+    return epoch_report
 
 
 SKILL = Skill(

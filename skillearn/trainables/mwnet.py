@@ -21,13 +21,13 @@ evaluates one loss for the virtual and the real step.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from skillearn.artifacts import EpochReport
 from skillearn.knobs import Knob, Skill
 from skillearn.mlo import SECOND_ORDER_METHODS, Level, LossFn
 from skillearn.reweighting.metrics import reweighting_metrics
@@ -41,6 +41,7 @@ from skillearn.trainables.classifiers import (
 )
 from skillearn.trainables.evaluation import class_accuracies
 from skillearn.trainables.setup import Built, Setup, program_for
+from skillearn.trainables.weight_reports import weight_function, weight_histogram
 from skillearn.trainables.weights import count_parameters, run_with
 
 META_PER_CLASS = 10
@@ -161,16 +162,18 @@ def build_mwnet(
     train_counts = torch.bincount(data.train.clean_y, minlength=data.num_classes).tolist()
 
     @torch.no_grad()
-    def epoch_metrics():
+    def epoch_report() -> EpochReport:
         losses, features = split_losses(net, data.train, device, feature_layer)
         weights = vnet(inputs_of(losses, features, data.train.y.to(device), detach=True))
         _, per_class = class_accuracies(net, data.test, data.num_classes, device)
-        metrics = reweighting_metrics(per_class, train_counts, weights, data.train.is_noisy)
-        metrics["weight_curve"] = json.dumps(weight_curve(vnet, losses, weights))
-        return metrics
+        is_noisy = data.train.is_noisy
+        return EpochReport(
+            metrics=reweighting_metrics(per_class, train_counts, weights, is_noisy),
+            artifacts=[weight_function(weight_curve(vnet, losses, weights)),
+                       weight_histogram(weights, is_noisy)])
 
     return Built(program=program, predict=net, modules=[net, vnet], gap_level="theta",
-                 param_count=count_parameters(w), epoch_metrics=epoch_metrics)
+                 param_count=count_parameters(w), epoch_report=epoch_report)
 
 
 def build(setup: Setup) -> Built:

@@ -6,7 +6,6 @@ a Python loop, in a test, or as a Ray Tune trial (the platform passes `tune.repo
 
 from __future__ import annotations
 
-import json
 import math
 import resource
 import sys
@@ -17,9 +16,10 @@ from typing import Any
 
 import torch
 
+from skillearn.artifacts import ARTIFACTS_KEY, EpochReport, artifacts_payload, rows_table
 from skillearn.data import BatchStream, DataBundle, data_spec, load_data
 from skillearn.data.augment import training_augmentation
-from skillearn.search_spaces.darts import architecture_entropy
+from skillearn.trainables.architecture import architecture_report
 from skillearn.trainables.checkpoint import load_checkpoint, save_checkpoint
 from skillearn.trainables.evaluation import class_accuracies, worst_class
 from skillearn.trainables.registry import get_skill, resolve_config
@@ -86,9 +86,10 @@ def run_skill(
             metrics["fd_gap"] = float(
                 built.program.hypergradient_gap(built.gap_level, _next_batches(streams))
             )
-        if epoch + 1 == cfg["epochs"] and cfg["retrain_epochs"] and built.genotype:
+        if epoch + 1 == cfg["epochs"] and cfg["retrain_epochs"] and built.architecture:
             plan = plan_retrain(cfg, data, epochs=cfg["retrain_epochs"])
-            metrics.update(retrain_genotype(built.genotype(), data, device, plan, cfg["seed"]))
+            genotype = built.architecture.genotype()
+            metrics.update(retrain_genotype(genotype, data, device, plan, cfg["seed"]))
         with tempfile.TemporaryDirectory(prefix="skillearn-ckpt-") as directory:
             save_checkpoint(directory, built, progress)
             report(metrics, directory)
@@ -154,35 +155,32 @@ def _epoch_metrics(
     progress: dict[str, Any],
     train_loss: float,
 ) -> dict[str, Any]:
+    """The epoch's result: numeric metrics, and the declared artifacts under ARTIFACTS_KEY."""
     for module in built.modules:
         module.eval()
     val_acc, _ = class_accuracies(built.predict, data.val, data.num_classes, device)
     test_acc, per_class = class_accuracies(built.predict, data.test, data.num_classes, device)
-    metrics: dict[str, Any] = {
-        "epoch": progress["epoch"],
-        "train_loss": train_loss,
-        "val_acc": float(val_acc),
-        "test_acc": float(test_acc),
-        "worst_class_acc": worst_class(per_class),
-        "per_class_acc": json.dumps([round(float(a), 4) for a in per_class]),
-        "params": built.param_count,
-        "search_time_s": progress["search_time_s"],
-        "peak_mem_mb": peak_memory_mb(device),
-    }
-    if built.alphas is not None:
-        alphas = built.alphas()
-        metrics["arch_entropy"] = float(
-            sum(architecture_entropy(a.detach()) for a in alphas.values()) / len(alphas)
-        )
-        for name, alpha in alphas.items():
-            # raw logits (edges x ops); plots apply the softmax
-            metrics[name] = json.dumps(alpha.detach().cpu().tolist())
-    if built.genotype is not None:
-        metrics["genotype"] = built.genotype().to_json()
-        metrics["ops"] = json.dumps(list(built.ops))
-    if built.epoch_metrics is not None:
-        metrics.update(built.epoch_metrics())
+    report = EpochReport(
+        metrics={
+            "epoch": progress["epoch"],
+            "train_loss": train_loss,
+            "val_acc": float(val_acc),
+            "test_acc": float(test_acc),
+            "worst_class_acc": worst_class(per_class),
+            "params": built.param_count,
+            "search_time_s": progress["search_time_s"],
+            "peak_mem_mb": peak_memory_mb(device),
+        },
+        artifacts=[rows_table("per_class_acc", ("class", "test_acc"),
+                              ((k, round(float(a), 4)) for k, a in enumerate(per_class)))],
+    )
+    if built.architecture is not None:
+        report.merge(architecture_report(built.architecture))
+    if built.epoch_report is not None:
+        report.merge(built.epoch_report())
+    metrics: dict[str, Any] = dict(report.metrics)
     for key in ("train_loss", "val_acc"):
         if not math.isfinite(metrics[key]):
             raise NonFiniteError(f"{key} is {metrics[key]}")
+    metrics[ARTIFACTS_KEY] = artifacts_payload(report.artifacts)
     return metrics

@@ -12,11 +12,13 @@ from typing import Any
 
 import torch
 
+from skillearn.artifacts import EpochReport
 from skillearn.data import DataBundle
 from skillearn.data.input_size import is_small_input
 from skillearn.knobs import ConfigError
 from skillearn.mlo import Level, MultilevelProgram
-from skillearn.search_spaces.darts import PRESETS, Genotype, SpaceConfig, SuperNet
+from skillearn.search_spaces.darts import PRESETS, SpaceConfig, SuperNet
+from skillearn.trainables.architecture import ArchitectureState
 
 
 @dataclass
@@ -37,21 +39,20 @@ class Built:
     - `modules`: switched between train/eval mode by the runner;
     - `state`: every tensor that is not a level parameter but must survive a restart
       (BatchNorm statistics of weight sets that live outside a module);
-    - `genotype()` / `alphas()`: the current architecture (NAS skills);
+    - `architecture`: the searched architecture of a NAS skill (reported each epoch, retrained
+      at the end when asked);
     - `gap_level`: the level whose finite-difference vs exact gap is logged;
-    - `epoch_metrics()`: skill-specific metrics, computed once per epoch.
+    - `epoch_report()`: skill-specific metrics and artifacts, computed once per epoch.
     """
 
     program: MultilevelProgram
     predict: Callable[[torch.Tensor], torch.Tensor]
     modules: list[torch.nn.Module] = field(default_factory=list)
     state: dict[str, torch.Tensor] = field(default_factory=dict)
-    genotype: Callable[[], Genotype] | None = None
-    alphas: Callable[[], dict[str, torch.Tensor]] | None = None
+    architecture: ArchitectureState | None = None
     gap_level: str | None = None
     param_count: int = 0
-    ops: tuple[str, ...] = ()
-    epoch_metrics: Callable[[], dict[str, Any]] | None = None
+    epoch_report: Callable[[], EpochReport] | None = None
 
 
 def use_fused_cells(setting: str, input_shape: tuple[int, ...]) -> bool:
