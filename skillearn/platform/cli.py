@@ -134,6 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--noise-rate", type=float, help="only trials with this noise rate")
     comp.add_argument("--noise-type", choices=("uniform", "flip", "flip2", "pair"))
     comp.add_argument("--imbalance", type=float, help="only trials with this imbalance factor")
+    comp.add_argument("--baseline", metavar="SKILL", help="skill the others are tested "
+                      "against (Welch's t-test, 95%% CI of the difference; default: ce, else "
+                      "darts, else the first skill named or, with none named, logged)")
+    comp.add_argument("--metric", default="test_acc", choices=COMPARED_METRICS,
+                      help="metric of the test against the baseline (default test_acc)")
     comp.add_argument("--plot", default="compare.png", help="bar chart path (default "
                       "compare.png)")
     _tracking_args(comp)
@@ -142,6 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("skills", help="list the skills")
     sub.add_parser("datasets", help="list the datasets")
     return parser
+
+
+# the metrics `compare` tabulates (skillearn.platform.compare.COMPARED; repeated here so the
+# parser needs no pandas import)
+COMPARED_METRICS = ("test_acc", "worst_class_acc", "weight_auc", "retrain_test_acc")
 
 
 def _tracking_args(parser: argparse.ArgumentParser) -> None:
@@ -394,14 +404,15 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from skillearn.platform.validate import check_tracking_uri, default_tracking_uri
     from skillearn.trainables.registry import available_skills
 
-    unknown = [s for s in args.skills if s not in available_skills()]
+    named = [*args.skills, *([args.baseline] if args.baseline else [])]
+    unknown = [s for s in named if s not in available_skills()]
     if unknown:
         raise UsageError(f"unknown skill(s) {', '.join(repr(s[:40]) for s in unknown)}; "
                          f"available: {', '.join(available_skills())}")
     uri = check_tracking_uri(args.tracking_uri or default_tracking_uri())
-    table = compare(trial_table(uri, args.experiment), args.skills, dataset=args.dataset,
-                    noise_rate=args.noise_rate, noise_type=args.noise_type,
-                    imbalance=args.imbalance)
+    table = compare(trial_table(uri, args.experiment), args.skills, baseline=args.baseline,
+                    metric=args.metric, dataset=args.dataset, noise_rate=args.noise_rate,
+                    noise_type=args.noise_type, imbalance=args.imbalance)
     missing = sorted(set(args.skills) - set(table["skill"] if not table.empty else []))
     if missing:  # asked for by name: say so rather than leave them out silently
         print(f"{PROG}: no finished trials of {', '.join(missing)} match", file=sys.stderr)

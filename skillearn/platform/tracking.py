@@ -699,8 +699,9 @@ class MlflowTracker(Callback):
         where = (result.get("node_id"), result.get("node_ip"))
         if all(isinstance(v, str) and v for v in where) and self._where.get(trial_id) != where:
             self._where[trial_id] = where
-            self._queue(trial_id, {"op": "tags", "tags": {"node_id": where[0],
-                                                          "node_ip": where[1]}})
+            self._queue(trial_id, {"op": "tags", "tags": {
+                "node_id": where[0], "node_ip": where[1],
+                "hardware": str(result.get("hardware") or "unknown")}})
         genotype = result.get("genotype")
         if isinstance(genotype, str) and genotype and self._genotype.get(trial_id) != genotype:
             # drawing two cells costs the driver ~0.5 s: only when the architecture changed
