@@ -1,4 +1,4 @@
-"""The `skillearn` command: sweep, report, ui, dashboard, retrain, skills, datasets.
+"""The `skillearn` command: sweep, report, retrain, export, compare and more (see `--help`).
 
 Every user-fixable mistake ends as one line `skillearn: error: ...` on stderr and exit code 2,
 before Ray or any trial starts. `sweep` exits 1 when every trial failed and 3 when MLflow writes
@@ -126,6 +126,15 @@ def build_parser() -> argparse.ArgumentParser:
     retrain.add_argument("--cells", type=int, help="network depth (default: the recipe's)")
     _tracking_args(retrain)
     retrain.add_argument("--experiment", default="skillearn", help="MLflow experiment name")
+
+    export = sub.add_parser("export", help="write a retrained network as a standalone "
+                            "PyTorch module + weights (+ ONNX when onnx is installed)")
+    export.add_argument("--run-id", required=True, help="a retrain run (`skillearn retrain`), "
+                        "or a trial run: its latest retrain run")
+    export.add_argument("--out", help="output folder (default ./export-RUN_ID)")
+    export.add_argument("--seed", type=int, help="whose weights, of the retrain run's seeds "
+                        "(default: its first)")
+    _tracking_args(export)
 
     comp = sub.add_parser("compare", help="skills side by side: mean ± std over seeds "
                           "(table and bar chart)")
@@ -356,9 +365,13 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
         "retrain_recipe": args.recipe,
     })
     _check_data_settings(settings)
-    rows = retrain_seeds(genotype_json, settings, args.seeds, args.epochs)
-    summary = summarize(rows)
-    run_id = log_retrain(uri, args.experiment, source, settings, genotype_json, rows, summary)
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="skillearn-weights-") as weights:
+        rows = retrain_seeds(genotype_json, settings, args.seeds, args.epochs, Path(weights))
+        summary = summarize(rows)
+        run_id = log_retrain(uri, args.experiment, source, settings, genotype_json, rows,
+                             summary, weights_dir=Path(weights))
     print(f"retrained test accuracy over {len(rows)} seeds: "
           f"{summary['retrain_test_acc_mean']:.4f} ± {summary['retrain_test_acc_std']:.4f} "
           f"(MLflow run {run_id})")
@@ -423,6 +436,22 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from skillearn.platform.export import check_out_dir, check_run_id, export_run
+    from skillearn.platform.validate import check_tracking_uri, default_tracking_uri
+
+    run_id = check_run_id(args.run_id)
+    out = check_out_dir(args.out or f"export-{run_id}")
+    uri = check_tracking_uri(args.tracking_uri or default_tracking_uri())
+    info = export_run(uri, run_id, out, args.seed)
+    print(f"exported run {info['retrain_run_id']} (seed {info['seed']}) to {out}: "
+          f"{', '.join(info['files'])}; its logits match skillearn's network within "
+          f"{info['max_logit_gap']:.1e}")
+    if info["onnx"] != "written":
+        print(f"ONNX {info['onnx']}")
+    return 0
+
+
 def _cmd_skills(args: argparse.Namespace) -> int:
     from skillearn.trainables.registry import available_skills, get_skill
 
@@ -451,6 +480,7 @@ COMMANDS = {
     "dashboard": _cmd_dashboard,
     "retrain": _cmd_retrain,
     "compare": _cmd_compare,
+    "export": _cmd_export,
     "skills": _cmd_skills,
     "datasets": _cmd_datasets,
 }
