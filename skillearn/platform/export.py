@@ -259,7 +259,8 @@ def export_onnx(net: Any, example: Any, path: Path) -> str | None:
 
     try:
         torch.onnx.export(net, (example,), str(path), input_names=["images"],
-                          output_names=["logits"], dynamic_axes={"images": {0: "batch"}})
+                          output_names=["logits"], external_data=False, verbose=False,
+                          dynamic_shapes=({0: torch.export.Dim.DYNAMIC},))  # any batch size
     except Exception as err:  # an optional extra: say why, keep the rest of the export
         path.unlink(missing_ok=True)
         first = str(err).strip().splitlines()[0][:160] if str(err).strip() else ""
