@@ -78,6 +78,7 @@ def test_export_runs_without_skillearn_and_reproduces_the_logits(tmp_path: Path,
     printed = capsys.readouterr().out
     assert f"exported run {run_id} (seed 1)" in printed
     assert {"network.py", "network.pt", "export.json"} <= {p.name for p in out.iterdir()}
+    assert (tmp_path / "mlartifacts").is_dir()  # the weights sit beside the database
     info = json.loads((out / "export.json").read_text())
     assert info["seed"] == 1 and info["input_shape"] == [1, 8, 8] and info["dataset"] == "digits"
 
@@ -128,7 +129,8 @@ def test_bad_requests_are_one_line_before_any_work(tmp_path: Path, capsys,
     monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     client = MlflowClient(uri)
-    experiment = client.create_experiment("skillearn")
+    experiment = client.create_experiment("skillearn",
+                                          artifact_location=(tmp_path / "mlartifacts").as_uri())
     plain = client.create_run(experiment).info.run_id
     trial = client.create_run(experiment, tags={"genotype": GENOTYPE.to_json()}).info.run_id
 

@@ -238,7 +238,8 @@ def _retrain_run_with(tmp_path, files: dict[str, bytes]) -> tuple[str, str]:
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     client = MlflowClient(uri)
-    run = client.create_run(client.create_experiment("skillearn"),
+    store = (tmp_path / "mlartifacts").as_uri()  # not ./mlruns wherever pytest runs
+    run = client.create_run(client.create_experiment("skillearn", artifact_location=store),
                             tags={"skillearn.kind": "retrain"})
     folder = tmp_path / "artifacts"
     folder.mkdir()

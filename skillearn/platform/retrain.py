@@ -158,9 +158,12 @@ def log_retrain(
     from mlflow.entities import Metric, Param, RunTag
     from mlflow.tracking import MlflowClient
 
+    from skillearn.platform.tracking import sqlite_artifact_root
+
     client = MlflowClient(expand_secrets(tracking_uri))
     found = client.get_experiment_by_name(experiment)
-    experiment_id = found.experiment_id if found else client.create_experiment(experiment)
+    experiment_id = found.experiment_id if found else client.create_experiment(
+        experiment, artifact_location=sqlite_artifact_root(tracking_uri, experiment))
     run = client.create_run(experiment_id, run_name=f"retrain-{source[:12]}",
                             tags={"skillearn.kind": "retrain", "skillearn.source": source,
                                   "genotype": genotype_json})
