@@ -185,3 +185,21 @@ def test_onnx_is_written_or_skipped_with_a_reason(tmp_path: Path, capsys) -> Non
         with torch.no_grad():
             expected = network.load_network(out / "network.pt")(x).numpy()
         assert abs(logits - expected).max() < 1e-4
+
+
+def test_weights_that_do_not_fit_the_described_network_are_refused(tmp_path: Path,
+                                                                   capsys) -> None:
+    """A network.json claiming another width than the weights have: one line, nothing written."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    real = _retrain(tmp_path, uri)
+    client = MlflowClient(uri)
+    folder = Path(client.download_artifacts(real, "network", str(tmp_path / "copy")))
+    record = json.loads((folder / "network.json").read_text())
+    (folder / "network.json").write_text(json.dumps({**record, "channels": 16}))
+    run = client.create_run(client.get_experiment_by_name("skillearn").experiment_id,
+                            tags={"skillearn.kind": "retrain"}).info.run_id
+    client.log_artifacts(run, str(folder), "network")
+    out = tmp_path / "e"
+    assert "the weights do not fit the network" in _refused(
+        ["export", "--run-id", run, "--out", str(out), "--tracking-uri", uri], capsys)
+    assert not out.exists()
