@@ -131,6 +131,7 @@ def search_cost(trials: pd.DataFrame) -> pd.DataFrame:
 
 def _matching(trials: pd.DataFrame, skills: Sequence[str] | None,
               filters: dict[str, Any]) -> pd.DataFrame:
+    """Trials of `skills` (all when None) on the data settings in `filters`, any status."""
     chosen = trials
     if skills:
         chosen = chosen[chosen["skill"].isin(skills)]
