@@ -6,7 +6,9 @@ unpickler; the tests assert the one-line DataError (or CLI error) and that the m
 
 from __future__ import annotations
 
+import contextlib
 import io
+import json
 import os
 import pickle
 from pathlib import Path
@@ -167,3 +169,134 @@ def test_fake_cifar_helper_still_matches(tmp_path):
     assert raw.classes == names
     assert np.array_equal(raw.x.reshape(len(x), -1), x) and np.array_equal(raw.y, y)
     assert np.array_equal(raw.test_x.reshape(len(tx), -1), tx) and np.array_equal(raw.test_y, ty)
+
+
+# --- `skillearn export`: generated code never carries text from a run ----------------------
+
+INJECTED_OP = "sep_conv_3x3', 0),); __import__('os').system('touch {marker}'); X = (('"
+
+
+def _generated(genotype, **sizes):
+    from skillearn.search_spaces.darts.export import standalone_source
+
+    return standalone_source(genotype, **{"channels": 8, "cells": 3, "num_classes": 10,
+                                          "in_channels": 1, **sizes})
+
+
+def test_export_refuses_unknown_ops_and_odd_sizes_instead_of_writing_them(tmp_path):
+    from skillearn.search_spaces.darts import Genotype
+    from tests.test_retrain_cli import GENOTYPE
+
+    marker = tmp_path / "ran"
+    hostile = Genotype(normal=((INJECTED_OP.format(marker=marker), 0), *GENOTYPE.normal[1:]),
+                       normal_concat=GENOTYPE.normal_concat, reduce=GENOTYPE.reduce,
+                       reduce_concat=GENOTYPE.reduce_concat)
+    with pytest.raises(ValueError, match="unknown op"):
+        _generated(hostile)
+    for bad in ({"channels": "8); import os; (1"}, {"channels": True}, {"cells": 0},
+                {"num_classes": 2.5}, {"in_channels": 10**9}):
+        with pytest.raises(ValueError, match="must be an integer"):
+            _generated(GENOTYPE, **bad)
+    assert not marker.exists()
+
+
+def test_generated_module_differs_only_in_checked_constants():
+    """Two genotypes and sizes give the same code but for the constant lines, and every string
+    in the module is the template's own or a known op name."""
+    import ast
+
+    from skillearn.search_spaces.darts import DARTS_V2
+    from skillearn.search_spaces.darts.export import EXPORTABLE_OPS
+    from skillearn.search_spaces.darts.ops import PRIMITIVES
+    from tests.test_retrain_cli import GENOTYPE
+
+    assert set(PRIMITIVES) <= set(EXPORTABLE_OPS)  # every op a search can pick is exportable
+    small, large = _generated(GENOTYPE), _generated(DARTS_V2, channels=36, cells=20)
+    constants = ("NORMAL =", "NORMAL_CONCAT =", "REDUCE =", "REDUCE_CONCAT =", "CHANNELS =",
+                 "CELLS =")
+    changed = [(a, b) for a, b in zip(small.splitlines(), large.splitlines(), strict=True)
+               if a != b]
+    assert changed and all(a.startswith(constants) for a, _ in changed)
+
+    def strings(source):
+        tree = ast.parse(source)
+        docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                      if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef)
+                      and node.body and isinstance(node.body[0], ast.Expr)}
+        return {node.value for node in ast.walk(tree) if isinstance(node, ast.Constant)
+                and isinstance(node.value, str) and id(node) not in docstrings}
+
+    template_own = strings(_generated(GENOTYPE))
+    assert strings(large) <= template_own | set(EXPORTABLE_OPS)
+    ops = {op for op, _ in DARTS_V2.normal + DARTS_V2.reduce}
+    assert ops <= template_own | set(EXPORTABLE_OPS)
+
+
+def _retrain_run_with(tmp_path, files: dict[str, bytes]) -> tuple[str, str]:
+    """A run that looks like `skillearn retrain`'s, with the given `network/` artifacts."""
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    store = (tmp_path / "mlartifacts").as_uri()  # not ./mlruns wherever pytest runs
+    run = client.create_run(client.create_experiment("skillearn", artifact_location=store),
+                            tags={"skillearn.kind": "retrain"})
+    folder = tmp_path / "artifacts"
+    folder.mkdir()
+    for name, content in files.items():
+        (folder / name).write_bytes(content)
+    client.log_artifacts(run.info.run_id, str(folder), "network")
+    return uri, run.info.run_id
+
+
+def _network_record(op: str) -> bytes:
+    from tests.test_retrain_cli import GENOTYPE
+
+    genotype = GENOTYPE.to_dict()
+    genotype["normal"][0][0] = op
+    return json.dumps({"genotype": genotype, "channels": 8, "cells": 3, "num_classes": 10,
+                       "in_channels": 1, "stem_multiplier": 3, "input_shape": [1, 8, 8],
+                       "seeds": [0]}).encode()
+
+
+def _export_refused(uri, run_id, out, capsys) -> str:
+    from skillearn.platform.cli import main
+
+    capsys.readouterr()
+    code = main(["export", "--run-id", run_id, "--out", str(out), "--tracking-uri", uri])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("skillearn: error:"), err
+    assert not (out / "network.py").exists()
+    return err[0]
+
+
+def test_export_of_a_run_with_a_crafted_genotype_writes_no_code(tmp_path, capsys):
+    marker = tmp_path / "ran"
+    uri, run_id = _retrain_run_with(tmp_path, {
+        "network.json": _network_record(INJECTED_OP.format(marker=marker))})
+    assert "unknown op" in _export_refused(uri, run_id, tmp_path / "out", capsys)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("as_torch_file", [False, True])
+def test_export_refuses_weights_that_would_run_code(tmp_path, capsys, as_torch_file):
+    import torch
+
+    marker = tmp_path / "ran"
+    payload = _TouchViaSystem(marker)
+    if as_torch_file:
+        buffer = io.BytesIO()
+        torch.save({"stem.0.weight": payload}, buffer)
+        weights = buffer.getvalue()
+    else:
+        weights = pickle.dumps(payload, protocol=2)
+    control = tmp_path / "control.pt"  # the control: an unrestricted load runs the payload
+    control.write_bytes(weights)
+    with contextlib.suppress(RuntimeError):  # a bare pickle runs, then fails the magic number
+        torch.load(control, weights_only=False)
+    assert marker.exists()
+    marker.unlink()
+    uri, run_id = _retrain_run_with(tmp_path, {
+        "network.json": _network_record("sep_conv_3x3"), "seed_0.pt": weights})
+    assert "is not a weights file" in _export_refused(uri, run_id, tmp_path / "out", capsys)
+    assert not marker.exists()

@@ -1,4 +1,4 @@
-"""The `skillearn` command: sweep, report, ui, dashboard, retrain, skills, datasets.
+"""The `skillearn` command: sweep, report, retrain, export, compare and more (see `--help`).
 
 Every user-fixable mistake ends as one line `skillearn: error: ...` on stderr and exit code 2,
 before Ray or any trial starts. `sweep` exits 1 when every trial failed and 3 when MLflow writes
@@ -13,6 +13,7 @@ import argparse
 import subprocess
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 from skillearn.errors import SkillearnError
@@ -50,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--port", type=int, default=5000, help="default 5000")
     _add_dashboard(sub)
     _add_retrain(sub)
+    _add_export(sub)
     _add_compare(sub)
     sub.add_parser("skills", help="list the skills")
     sub.add_parser("datasets", help="list the datasets")
@@ -162,6 +164,17 @@ def _add_retrain(sub: Any) -> None:
     _experiment_arg(retrain)
 
 
+def _add_export(sub: Any) -> None:
+    export = sub.add_parser("export", help="write a retrained network as a standalone "
+                            "PyTorch module + weights (+ ONNX when onnx is installed)")
+    export.add_argument("--run-id", required=True, help="a retrain run (`skillearn retrain`), "
+                        "or a trial run: its latest retrain run")
+    export.add_argument("--out", help="output folder (default ./export-RUN_ID)")
+    export.add_argument("--seed", type=int, help="whose weights, of the retrain run's seeds "
+                        "(default: its first)")
+    _tracking_args(export)
+
+
 def _add_compare(sub: Any) -> None:
     comp = sub.add_parser("compare", help="skills side by side: mean ± std over seeds "
                           "(table and bar chart)")
@@ -170,10 +183,20 @@ def _add_compare(sub: Any) -> None:
     knob_flag(comp, "noise_rate", help="only trials with this noise rate")
     knob_flag(comp, "noise_type", help="only trials with this label-noise model")
     knob_flag(comp, "imbalance", help="only trials with this imbalance factor")
+    comp.add_argument("--baseline", metavar="SKILL", help="skill the others are tested "
+                      "against (Welch's t-test, 95%% CI of the difference; default: ce, else "
+                      "darts, else the first skill named or, with none named, logged)")
+    comp.add_argument("--metric", default="test_acc", choices=COMPARED_METRICS,
+                      help="metric of the test against the baseline (default test_acc)")
     comp.add_argument("--plot", default="compare.png", help="bar chart path (default "
                       "compare.png)")
     _tracking_args(comp)
     _experiment_arg(comp)
+
+
+# the metrics `compare` tabulates (skillearn.platform.compare.COMPARED; repeated here so the
+# parser needs no pandas import)
+COMPARED_METRICS = ("test_acc", "worst_class_acc", "weight_auc", "retrain_test_acc")
 
 
 def _tracking_args(parser: argparse.ArgumentParser) -> None:
@@ -363,9 +386,13 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
     _check_genotype(genotype_json, source)
     settings = retrain_settings(params, {name: getattr(args, name) for name in RETRAIN_KNOBS})
     _check_data_settings(settings)
-    rows = retrain_seeds(genotype_json, settings, args.seeds, args.epochs)
-    summary = summarize(rows)
-    run_id = log_retrain(uri, args.experiment, source, settings, genotype_json, rows, summary)
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="skillearn-weights-") as weights:
+        rows = retrain_seeds(genotype_json, settings, args.seeds, args.epochs, Path(weights))
+        summary = summarize(rows)
+        run_id = log_retrain(uri, args.experiment, source, settings, genotype_json, rows,
+                             summary, weights_dir=Path(weights))
     print(f"retrained test accuracy over {len(rows)} seeds: "
           f"{summary['retrain_test_acc_mean']:.4f} ± {summary['retrain_test_acc_std']:.4f} "
           f"(MLflow run {run_id})")
@@ -432,14 +459,15 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from skillearn.platform.validate import check_tracking_uri, default_tracking_uri
     from skillearn.trainables.registry import available_skills
 
-    unknown = [s for s in args.skills if s not in available_skills()]
+    named = [*args.skills, *([args.baseline] if args.baseline else [])]
+    unknown = [s for s in named if s not in available_skills()]
     if unknown:
         raise UsageError(f"unknown skill(s) {', '.join(repr(s[:40]) for s in unknown)}; "
                          f"available: {', '.join(available_skills())}")
     uri = check_tracking_uri(args.tracking_uri or default_tracking_uri())
-    table = compare(trial_table(uri, args.experiment), args.skills, dataset=args.dataset,
-                    noise_rate=args.noise_rate, noise_type=args.noise_type,
-                    imbalance=args.imbalance)
+    table = compare(trial_table(uri, args.experiment), args.skills, baseline=args.baseline,
+                    metric=args.metric, dataset=args.dataset, noise_rate=args.noise_rate,
+                    noise_type=args.noise_type, imbalance=args.imbalance)
     missing = sorted(set(args.skills) - set(table["skill"] if not table.empty else []))
     if missing:  # asked for by name: say so rather than leave them out silently
         print(f"{PROG}: no finished trials of {', '.join(missing)} match", file=sys.stderr)
@@ -447,6 +475,22 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     if table.empty:
         return 1
     print(f"bar chart: {draw_comparison(table, args.plot)}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from skillearn.platform.export import check_out_dir, check_run_id, export_run
+    from skillearn.platform.validate import check_tracking_uri, default_tracking_uri
+
+    run_id = check_run_id(args.run_id)
+    out = check_out_dir(args.out or f"export-{run_id}")
+    uri = check_tracking_uri(args.tracking_uri or default_tracking_uri())
+    info = export_run(uri, run_id, out, args.seed)
+    print(f"exported run {info['retrain_run_id']} (seed {info['seed']}) to {out}: "
+          f"{', '.join(info['files'])}; its logits match skillearn's network within "
+          f"{info['max_logit_gap']:.1e}")
+    if info["onnx"] != "written":
+        print(f"ONNX {info['onnx']}")
     return 0
 
 
@@ -478,6 +522,7 @@ COMMANDS = {
     "dashboard": _cmd_dashboard,
     "retrain": _cmd_retrain,
     "compare": _cmd_compare,
+    "export": _cmd_export,
     "skills": _cmd_skills,
     "datasets": _cmd_datasets,
 }

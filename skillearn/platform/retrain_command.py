@@ -3,7 +3,9 @@
 The genotype comes from a trial's MLflow run (its `genotype.json` artifact / tag, and the data
 settings from its params) or from a JSON file. Retraining runs in this process (no Ray: one
 network, one seed at a time) and its result is logged to MLflow as a run of its own, tagged
-with the source run so the UI links them.
+with the source run so the UI links them. Each seed's trained weights are artifacts of that
+run (`network/seed_<n>.pt`, a state dict without the auxiliary head, beside `network.json`,
+which describes the network they fit): `skillearn export` turns them into a standalone module.
 """
 
 from __future__ import annotations
@@ -22,6 +24,14 @@ from skillearn.platform.validate import UsageError
 DATA_KEYS = ("dataset", "data_root", "val_fraction", "noise_rate", "noise_type", "imbalance",
              "seed", "space", "retrain_channels", "retrain_cells", "retrain_recipe")
 PLAN_KEYS = ("recipe", "epochs", "channels", "cells")  # what the recipe resolved to
+NETWORK_ARTIFACTS = "network"  # the retrain run's artifact folder of trained weights
+NETWORK_RECORD = "network.json"  # in it: genotype, sizes, input shape, seeds, normalisation
+STEM_MULTIPLIER = 3  # DiscreteNetwork's default, which retraining uses
+
+
+def weights_file(seed: int) -> str:
+    """The artifact file (in NETWORK_ARTIFACTS) of one seed's trained weights."""
+    return f"seed_{int(seed)}.pt"
 
 
 def genotype_from_run(tracking_uri: str, run_id: str) -> tuple[str, dict[str, Any]]:
@@ -72,12 +82,16 @@ def retrain_seeds(
     settings: Mapping[str, Any],
     seeds: Sequence[int],
     epochs: int | None = None,
+    weights_dir: Path | None = None,
 ) -> list[dict[str, Any]]:
     """Retrain the genotype once per seed (data split fixed by the trial's seed) with the
-    recipe `settings["retrain_recipe"]` selects; `epochs` None: the recipe's."""
+    recipe `settings["retrain_recipe"]` selects; `epochs` None: the recipe's. With
+    `weights_dir`, each seed's weights and the network's description are saved there."""
+    import torch
+
     from skillearn.data import data_spec, load_data
     from skillearn.search_spaces.darts import Genotype
-    from skillearn.trainables.retraining import plan_retrain, retrain_genotype
+    from skillearn.trainables.retraining import plan_retrain, retrain_network
     from skillearn.trainables.setup import pick_device
 
     genotype = Genotype.from_json(genotype_json)
@@ -95,7 +109,10 @@ def retrain_seeds(
                       f"{record['drop_path_prob']:.3f}", flush=True)
 
         started = time.perf_counter()
-        metrics = retrain_genotype(genotype, data, device, plan, seed, on_epoch=progress)
+        net, metrics = retrain_network(genotype, data, device, plan, seed, on_epoch=progress)
+        if weights_dir is not None:
+            torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()
+                        if not k.startswith("auxiliary_head.")}, weights_dir / weights_file(seed))
         metrics.update(seed=seed, seconds=round(time.perf_counter() - started, 1),
                        recipe=plan.recipe.name, epochs=plan.epochs, channels=plan.channels,
                        cells=plan.cells)
@@ -103,6 +120,15 @@ def retrain_seeds(
         print(f"seed {seed}: test accuracy {metrics['retrain_test_acc']:.4f} "
               f"(worst class {metrics['retrain_worst_class_acc']:.4f}, "
               f"{metrics['seconds']} s)", flush=True)
+    if weights_dir is not None:
+        record = {
+            "genotype": genotype.to_dict(), "channels": plan.channels, "cells": plan.cells,
+            "num_classes": data.num_classes, "in_channels": data.input_shape[0],
+            "stem_multiplier": STEM_MULTIPLIER, "input_shape": list(data.input_shape),
+            "seeds": [int(s) for s in seeds], "dataset": data.name,
+            "norm_mean": data.record.get("norm_mean"), "norm_std": data.record.get("norm_std"),
+        }
+        (weights_dir / NETWORK_RECORD).write_text(json.dumps(record, indent=1))
     return rows
 
 
@@ -121,14 +147,19 @@ def summarize(rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
 def log_retrain(
     tracking_uri: str, experiment: str, source: str, settings: Mapping[str, Any],
     genotype_json: str, rows: Sequence[Mapping[str, Any]], summary: Mapping[str, float],
+    weights_dir: Path | None = None,
 ) -> str:
-    """One MLflow run holding every seed's result and the mean/std; returns its id."""
+    """One MLflow run holding every seed's result and the mean/std (and the trained weights
+    in `weights_dir`, as artifacts under NETWORK_ARTIFACTS); returns its id."""
     from mlflow.entities import Metric, Param, RunTag
     from mlflow.tracking import MlflowClient
 
+    from skillearn.platform.tracking import sqlite_artifact_root
+
     client = MlflowClient(expand_secrets(tracking_uri))
     found = client.get_experiment_by_name(experiment)
-    experiment_id = found.experiment_id if found else client.create_experiment(experiment)
+    experiment_id = found.experiment_id if found else client.create_experiment(
+        experiment, artifact_location=sqlite_artifact_root(tracking_uri, experiment))
     run = client.create_run(experiment_id, run_name=f"retrain-{source[:12]}",
                             tags={"skillearn.kind": "retrain", "skillearn.source": source,
                                   "genotype": genotype_json})
@@ -141,5 +172,7 @@ def log_retrain(
     params.append(Param("seeds", json.dumps([int(r["seed"]) for r in rows])))
     client.log_batch(run.info.run_id, metrics=metrics, params=params,
                      tags=[RunTag("skillearn.seeds", str(len(rows)))])
+    if weights_dir is not None:
+        client.log_artifacts(run.info.run_id, str(weights_dir), NETWORK_ARTIFACTS)
     client.set_terminated(run.info.run_id, "FINISHED")
     return run.info.run_id

@@ -26,8 +26,8 @@ def skillearn_trial(config: dict[str, Any]) -> None:
     """One Ray Tune trial: run the skill, report each epoch (with its checkpoint) to Tune.
 
     Restarts (a failed trial retried, or a resumed sweep) continue from Tune's latest checkpoint.
-    Every report also says where the trial runs (`node_id`, `node_ip`, `pid`): the tracker tags
-    the trial's MLflow run with them, and a test can find the worker process.
+    Every report also says where the trial runs (`node_id`, `node_ip`, `pid`, `hardware`): the
+    tracker tags the trial's MLflow run with them, and a test can find the worker process.
     """
     import logging
 
@@ -57,12 +57,14 @@ def skillearn_trial(config: dict[str, Any]) -> None:
 
 
 def trial_location() -> dict[str, Any]:
-    """The Ray node (id and IP) and the process this trial runs in."""
+    """The Ray node (id and IP), the process this trial runs in and its hardware in words."""
     import ray
+
+    from skillearn.platform.hardware import HARDWARE_TAG, describe_hardware
 
     context = ray.get_runtime_context()
     return {"node_id": context.get_node_id(), "node_ip": ray.util.get_node_ip_address(),
-            "pid": os.getpid()}
+            "pid": os.getpid(), HARDWARE_TAG: describe_hardware()}
 
 
 def trial_dirname(trial: Any) -> str:

@@ -173,8 +173,9 @@ class MlflowTracker(Callback):
         where = (result.get("node_id"), result.get("node_ip"))
         if all(isinstance(v, str) and v for v in where) and self._where.get(trial_id) != where:
             self._where[trial_id] = where
-            self.queue.put(trial_id, {"op": "tags", "tags": {"node_id": where[0],
-                                                             "node_ip": where[1]}})
+            self.queue.put(trial_id, {"op": "tags", "tags": {
+                "node_id": where[0], "node_ip": where[1],
+                "hardware": str(result.get("hardware") or "unknown")}})
         self.artifacts.on_result(trial_id, step, result)
         self.queue.flush()
 

@@ -222,6 +222,19 @@ def retrain_genotype(
     on_epoch: EpochHook | None = None,
 ) -> dict[str, Any]:
     """Train `genotype`'s network on train ∪ val; returns test metrics prefixed `retrain_`."""
+    return retrain_network(genotype, data, device, plan, seed, on_epoch)[1]
+
+
+def retrain_network(
+    genotype: Genotype,
+    data: DataBundle,
+    device: torch.device,
+    plan: RetrainPlan,
+    seed: int,
+    on_epoch: EpochHook | None = None,
+) -> tuple[DiscreteNetwork, dict[str, Any]]:
+    """`retrain_genotype`, also returning the trained network (eval mode), whose weights
+    `skillearn retrain` keeps for `skillearn export`."""
     torch.manual_seed(seed)
     net = build_network(genotype, data, plan).to(device)
     pool = Split(
@@ -232,7 +245,7 @@ def retrain_genotype(
     )
     train_network(net, pool, device, plan, seed, on_epoch)
     test_acc, per_class = class_accuracies(net, data.test, data.num_classes, device)
-    return {
+    return net, {
         "retrain_test_acc": float(test_acc),
         "retrain_worst_class_acc": worst_class(per_class),
         "retrain_params": model_parameters(net),
