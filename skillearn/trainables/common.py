@@ -6,10 +6,16 @@ list, and so a skill module only declares what is its own.
 
 from __future__ import annotations
 
-from skillearn.knobs import Knob
+from skillearn.knobs import ConfigError, Knob
 from skillearn.mlo.methods import METHODS
 
 HYPERGRADIENT_METHODS = METHODS  # the engine's registry, read when checked
+
+# method name -> {keyword of its product: the knob that sets it} (see mlo.implicit)
+METHOD_OPTION_KNOBS: dict[str, dict[str, str]] = {
+    "neumann": {"iterations": "neumann_iterations", "alpha": "neumann_alpha"},
+    "conjugate_gradient": {"iterations": "cg_iterations", "tolerance": "cg_tolerance"},
+}
 
 COMMON_KNOBS: dict[str, Knob] = {
     # data
@@ -34,7 +40,21 @@ COMMON_KNOBS: dict[str, Knob] = {
     "steps_per_epoch": Knob(0, "cap on steps per epoch (0: one pass over the training split)",
                             low=0, high=10**7),
     # engine
-    "method": Knob("finite_difference", "hypergradient method", choices=HYPERGRADIENT_METHODS),
+    "method": Knob("finite_difference", "hypergradient method: first_order, finite_difference "
+                   "or exact (through one unrolled step), neumann or conjugate_gradient "
+                   "(implicit: the lower level taken at a stationary point)",
+                   choices=HYPERGRADIENT_METHODS),
+    "level_methods": Knob("", "per-level methods overriding `method` for the levels named, "
+                          "comma-separated level=method (e.g. w1=conjugate_gradient,w2=exact): "
+                          "how upper levels differentiate through that level"),
+    "neumann_iterations": Knob(5, "terms of the Neumann series for H^-1 v (neumann; each costs "
+                               "one Hessian-vector product)", low=0, high=1000),
+    "neumann_alpha": Knob(0.0, "step of the Neumann series, below 2/lambda_max(H) (0: the "
+                          "level's learning rate)", low=0.0, high=100.0),
+    "cg_iterations": Knob(10, "conjugate-gradient iterations for H^-1 v (conjugate_gradient; "
+                          "each costs one Hessian-vector product)", low=1, high=1000),
+    "cg_tolerance": Knob(1e-6, "conjugate gradient stops once ||v - Hq|| <= tolerance ||v||",
+                         low=0.0, high=1.0),
     "order": Knob("top_down", "level update order: top_down (DARTS code), bottom_up (the "
                   "papers' Algorithm 1), or every level name once, comma-separated (e.g. "
                   "lfm's arch,w1,w2)"),
@@ -81,3 +101,17 @@ KIND_KNOBS: dict[str, dict[str, Knob]] = {
                              low=0.01, high=0.99),
     },
 }
+
+
+def parse_level_methods(text: str) -> dict[str, str]:
+    """`level_methods` as {level: method}; ConfigError for a malformed entry (the level names
+    and methods themselves are checked against the skill in `registry.check_level_methods`)."""
+    methods: dict[str, str] = {}
+    for entry in (e.strip() for e in text.split(",") if e.strip()):
+        level, sep, method = (part.strip() for part in entry.partition("="))
+        if not sep or not level or not method:
+            raise ConfigError(f"level_methods entry {entry!r} is not level=method")
+        if level in methods:
+            raise ConfigError(f"level_methods names level {level!r} twice")
+        methods[level] = method
+    return methods

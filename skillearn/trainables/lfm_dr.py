@@ -227,4 +227,5 @@ SKILL = Skill(
     build=build,
     kind="reweighting",
     methods=SECOND_ORDER_METHODS,
+    levels=("w1", "w2", "upper"),
 )

@@ -208,4 +208,5 @@ SKILL = Skill(
     build=build,
     kind="reweighting",
     methods=SECOND_ORDER_METHODS,
+    levels=("w", "theta"),
 )

@@ -16,6 +16,7 @@ from skillearn.data import DataBundle
 from skillearn.knobs import ConfigError
 from skillearn.mlo import Level, MultilevelProgram
 from skillearn.search_spaces.darts import PRESETS, Genotype, SpaceConfig, SuperNet
+from skillearn.trainables.common import METHOD_OPTION_KNOBS, parse_level_methods
 
 
 @dataclass
@@ -74,9 +75,16 @@ def build_supernet(setup: Setup) -> SuperNet:
 
 
 def program_for(levels: list[Level], config: Mapping[str, Any]) -> MultilevelProgram:
-    """The engine for a skill's levels, with the run's method, order and reuse settings."""
+    """The engine for a skill's levels, with the run's method(s), their settings, order and
+    reuse settings."""
+    for name, method in parse_level_methods(config["level_methods"]).items():
+        for level in levels:
+            if level.name == name:
+                level.method = method
+    options = {method: {keyword: config[knob] for keyword, knob in knobs.items()}
+               for method, knobs in METHOD_OPTION_KNOBS.items()}
     return MultilevelProgram(levels, method=config["method"], order=config["order"],
-                             reuse_unroll_grad=config["reuse_grad"])
+                             reuse_unroll_grad=config["reuse_grad"], method_options=options)
 
 
 def resolve_space(config: Mapping[str, Any], data: DataBundle) -> tuple[SpaceConfig, dict]:
