@@ -64,6 +64,12 @@ def test_one_epoch_reports_the_core_metrics(skill: str) -> None:
     genotype = Genotype.from_json(metrics["genotype"])
     assert len(genotype.normal) == 2  # one node, two inputs
     assert len(json.loads(metrics["alpha_normal"])) == 2  # edges of a 1-node cell
+    # the default hypergradient check: every upper level, finite differences against exact
+    upper = {"darts": {"arch"}, "lfm": {"w2", "arch"}}[skill]
+    assert {k.split("/")[1] for k in metrics if k.startswith("hypergrad_")} == upper
+    for level in upper:
+        assert -1.0 <= metrics[f"hypergrad_cos/{level}"] <= 1.0
+        assert 0.0 <= metrics[f"hypergrad_relerr/{level}"] < 2.0
 
 
 def test_lfm_upper_level_learns_encoder_and_r() -> None:

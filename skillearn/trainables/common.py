@@ -60,8 +60,12 @@ COMMON_KNOBS: dict[str, Knob] = {
                   "lfm's arch,w1,w2)"),
     "reuse_grad": Knob(False, "lower levels reuse the unroll's gradient for their real step (one "
                        "pass fewer per level; changes DARTS' update order, off by default)"),
-    "fd_gap_every": Knob(1, "measure the finite-difference vs exact hypergradient gap every N "
-                         "epochs on one batch (0: never)", low=0, high=10000),
+    "hypergrad_check_every": Knob(1, "every N epochs, the cosine and relative error of each "
+                                  "upper level's hypergradient by the chosen method(s) against "
+                                  "exact on one batch: hypergrad_cos/<level>, "
+                                  "hypergrad_relerr/<level> (0: never)", low=0, high=10000),
+    "fd_gap_every": Knob(-1, "old name of hypergrad_check_every, kept for existing configs "
+                         "(-1: follow hypergrad_check_every)", low=-1, high=10000),
     "fused_cells": Knob("auto", "run each cell state's outgoing edges as one batch of ops: auto = "
                         "on for inputs up to 16 px (launch-bound there; at 32 px the batched "
                         "tensors cost more in copies than they save on CPU)",

@@ -38,7 +38,6 @@ class Built:
     - `state`: every tensor that is not a level parameter but must survive a restart
       (BatchNorm statistics of weight sets that live outside a module);
     - `genotype()` / `alphas()`: the current architecture (NAS skills);
-    - `gap_level`: the level whose finite-difference vs exact gap is logged;
     - `epoch_metrics()`: skill-specific metrics, computed once per epoch.
     """
 
@@ -48,7 +47,6 @@ class Built:
     state: dict[str, torch.Tensor] = field(default_factory=dict)
     genotype: Callable[[], Genotype] | None = None
     alphas: Callable[[], dict[str, torch.Tensor]] | None = None
-    gap_level: str | None = None
     param_count: int = 0
     ops: tuple[str, ...] = ()
     epoch_metrics: Callable[[], dict[str, Any]] | None = None
