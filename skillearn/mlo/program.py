@@ -143,22 +143,27 @@ class MultilevelProgram:
 
         own_keys = list(level.params)
         own = [level.params[k] for k in own_keys]
+        reachable = self._reachable(name, closure)
+        # the levels a cotangent can pass through (others: no hypergradient, no gradient asked)
+        carrying = {r for r in reachable if products[r] is not None}
         leaves = {
             read: {k: t.detach().requires_grad_(True) for k, t in unrolled[read].items()}
-            for read in level.reads
+            for read in level.reads if read in carrying
         }
         with torch.enable_grad():
-            loss = level.loss(params_view(self.levels, leaves), batches)
-            read_tensors = [t for read in level.reads for t in leaves[read].values()]
-            grads = torch.autograd.grad(level.objective(loss), own + read_tensors,
-                                        allow_unused=True)
+            seen = {r: unrolled[r] for r in level.reads} | leaves
+            loss = level.loss(params_view(self.levels, seen), batches)
+            read_tensors = [t for read in leaves for t in leaves[read].values()]
+            objective = level.objective(loss)
+            grads = (torch.autograd.grad(objective, own + read_tensors, allow_unused=True)
+                     if objective.requires_grad else [None] * (len(own) + len(read_tensors)))
         hyper = [torch.zeros_like(p) if g is None else g for p, g in zip(own, grads, strict=False)]
-        if all(product is None for product in products.values()):  # first order (or no reads)
+        if not leaves:  # first order, or nothing this level reads carries a hypergradient
             return dict(zip(own_keys, hyper, strict=True)), loss.detach()
 
         cotangents: dict[str, list[torch.Tensor]] = {}
         offset = len(own)
-        for read in level.reads:
+        for read in leaves:
             keys = list(leaves[read])
             cotangents[read] = [
                 torch.zeros_like(leaves[read][k]) if g is None else g
@@ -166,14 +171,13 @@ class MultilevelProgram:
             ]
             offset += len(keys)
 
-        reachable = self._reachable(name, closure)
         for lower_name in reversed(closure):
             v = cotangents.pop(lower_name, None)
             product = products[lower_name]
-            if v is None or lower_name not in reachable or product is None:
+            if v is None or product is None:
                 continue
             lower = self.levels[lower_name]
-            below = [r for r in lower.reads if r in reachable]
+            below = [r for r in lower.reads if r in carrying]
             below_leaves = {
                 r: {k: t.detach().requires_grad_(True) for k, t in unrolled[r].items()}
                 for r in below
