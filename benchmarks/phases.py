@@ -1,7 +1,7 @@
 """Where a multilevel step's time goes, phase by phase, in units of its own plain step.
 
     python -m benchmarks.phases [--sizes digits] [--skill darts] [--methods finite_difference]
-        [--steps 20] [--warmup 2] [--threads 2] [--reuse-grad] [--json PATH]
+        [--steps 20] [--warmup 2] [--threads 2] [--reuse-grad] [--flops] [--json PATH]
 
 The skill is built exactly as a trial builds it (`cases.build_skill_step`); its program's
 internal calls are timed by wrapping them, summed per step, and divided by the median plain
@@ -13,6 +13,8 @@ round as `benchmarks.step_ratio` does. The phases, in DARTS' order (top_down: ar
 - `lower gradient`: the weights' own gradient for their real step (~1, or 0 with `reuse_grad`);
 - `optimizer steps`: both levels' optimizer steps and clipping;
 - `other`: what the step spends outside those calls (Python, bookkeeping).
+`--flops` counts matmul/conv FLOPs per phase instead (`torch.utils.flop_counter`): the passes
+themselves, independent of the machine's load, in units of the plain step's FLOPs.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks import cases
 from benchmarks.common import environment, format_table, resolve_device, synchronize, write_json
@@ -37,8 +40,10 @@ PHASES = ("unroll", "upper at w'", "mixed product", "lower gradient", "optimizer
 class PhaseClock:
     """Wraps a program's internal calls and sums their time per phase for one step."""
 
-    def __init__(self, program: Any, device: torch.device) -> None:
+    def __init__(self, program: Any, device: torch.device,
+                 meter: Callable[[], float] | None = None) -> None:
         self.program, self.device = program, device
+        self.meter = meter or self._seconds
         self.current: dict[str, float] = defaultdict(float)
         self.depth = 0
         self._wrap("_unroll", "unroll")
@@ -50,12 +55,10 @@ class PhaseClock:
         original = getattr(self.program, attribute)
 
         def timed(*args: Any, **kwargs: Any) -> Any:
-            synchronize(self.device)
-            started = time.perf_counter()
+            started = self.meter()
             inner_before = sum(self.current.values())
             result = original(*args, **kwargs)
-            synchronize(self.device)
-            seconds = time.perf_counter() - started
+            seconds = self.meter() - started
             if phase is not None:
                 self.current[phase] += seconds
             else:  # gradient(name): what its own calls did not account for
@@ -66,21 +69,45 @@ class PhaseClock:
 
         setattr(self.program, attribute, timed)
 
+    def _seconds(self) -> float:
+        synchronize(self.device)
+        return time.perf_counter()
+
     def step(self, step: Callable[[], Any]) -> dict[str, float]:
         self.current = defaultdict(float)
-        synchronize(self.device)
-        started = time.perf_counter()
+        started = self.meter()
         step()
-        synchronize(self.device)
-        total = time.perf_counter() - started
+        total = self.meter() - started
         phases = dict(self.current)
         phases["other"] = total - sum(phases.values())
         phases["total"] = total
         return phases
 
 
-def measure(size: str, skill: str, method: str, device: torch.device, steps: int, warmup: int,
-            reuse_grad: bool) -> dict[str, Any]:
+def count_flops(size: str, skill: str, method: str, device: torch.device,
+                reuse_grad: bool) -> dict[str, Any]:
+    """FLOPs of each phase of one step (after one warm-up step) over a plain step's FLOPs."""
+    (variant, *_) = cases.SIZES[size]
+    built, batches = _built(size, skill, method, device, reuse_grad)
+    counter = FlopCounterMode(display=False)
+    clock = PhaseClock(built.program, device, meter=lambda: float(counter.get_total_flops()))
+    plain = cases.build_plain_step(variant, device)
+    built.program.step(batches)
+    with counter:
+        plain()
+        plain_flops = float(counter.get_total_flops())
+        phases = clock.step(lambda: built.program.step(batches))
+    return {"size": size, "label": _label(skill, method, reuse_grad), "plain_flops": plain_flops,
+            "phase_flops": phases,
+            "phase_over_plain": {p: f / plain_flops for p, f in phases.items()}}
+
+
+def _label(skill: str, method: str, reuse_grad: bool) -> str:
+    return f"{skill}/{method}" + ("+reuse_grad" if reuse_grad else "")
+
+
+def _built(size: str, skill: str, method: str, device: torch.device,
+           reuse_grad: bool) -> tuple[Any, Any]:
     (variant, *_) = cases.SIZES[size]
     data = cases.synthetic_bundle(variant)
     config = cases.skill_config(skill, method, device, variant)
@@ -90,7 +117,13 @@ def measure(size: str, skill: str, method: str, device: torch.device, steps: int
                                          space=variant.space))
     for module in built.modules:
         module.train()
-    batches = cases.engine_batches(data, device)
+    return built, cases.engine_batches(data, device)
+
+
+def measure(size: str, skill: str, method: str, device: torch.device, steps: int, warmup: int,
+            reuse_grad: bool) -> dict[str, Any]:
+    (variant, *_) = cases.SIZES[size]
+    built, batches = _built(size, skill, method, device, reuse_grad)
     clock = PhaseClock(built.program, device)
     plain = cases.build_plain_step(variant, device)
     plain_s: list[float] = []
@@ -108,7 +141,7 @@ def measure(size: str, skill: str, method: str, device: torch.device, steps: int
                 phase_s[phase].append(phases.get(phase, 0.0))
     plain_ms = 1000 * statistics.median(plain_s)
     medians = {phase: 1000 * statistics.median(values) for phase, values in phase_s.items()}
-    return {"size": size, "label": f"{skill}/{method}" + ("+reuse_grad" if reuse_grad else ""),
+    return {"size": size, "label": _label(skill, method, reuse_grad),
             "plain_ms": plain_ms, "phase_ms": medians,
             "phase_over_plain": {p: ms / plain_ms for p, ms in medians.items()}}
 
@@ -124,6 +157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--reuse-grad", action="store_true")
+    parser.add_argument("--flops", action="store_true",
+                        help="count matmul/conv FLOPs per phase instead of timing")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -131,13 +166,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = []
     for size in args.sizes.split(","):
         for method in args.methods.split(","):
-            result = measure(size, args.skill, method, device, args.steps, args.warmup,
-                             args.reuse_grad)
+            if args.flops:
+                result = count_flops(size, args.skill, method, device, args.reuse_grad)
+                unit, scale, plain = "MFLOP", 1e-6, result["plain_flops"] * 1e-6
+                values = result["phase_flops"]
+            else:
+                result = measure(size, args.skill, method, device, args.steps, args.warmup,
+                                 args.reuse_grad)
+                unit, scale, plain = "median ms", 1.0, result["plain_ms"]
+                values = result["phase_ms"]
             results.append(result)
-            print(f"\n{size} {result['label']}: plain step {result['plain_ms']:.1f} ms")
-            rows = [[phase, f"{result['phase_ms'][phase]:.1f}",
-                     f"{result['phase_over_plain'][phase]:.2f}"] for phase in (*PHASES, "total")]
-            print(format_table(["phase", "median ms", "x plain step"], rows))
+            print(f"\n{size} {result['label']}: plain step {plain:.1f} {unit.split()[-1]}")
+            rows = [[phase, f"{scale * values.get(phase, 0.0):.1f}",
+                     f"{result['phase_over_plain'].get(phase, 0.0):.2f}"]
+                    for phase in (*PHASES, "total")]
+            print(format_table(["phase", unit, "x plain step"], rows))
     if args.json:
         write_json(args.json, {"environment": environment(device, args.threads),
                                "results": results})
