@@ -63,7 +63,7 @@ class PhaseClock:
                 self.current[phase] += seconds
             else:  # gradient(name): what its own calls did not account for
                 inner = sum(self.current.values()) - inner_before
-                upper = bool(self.program.levels[args[0]].reads)
+                upper = args[0] in self.program.upper_levels()
                 self.current["upper at w'" if upper else "lower gradient"] += seconds - inner
             return result
 
