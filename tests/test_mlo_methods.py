@@ -10,6 +10,7 @@ from typing import get_args
 import pytest
 import torch
 
+from skillearn.errors import SkillearnError
 from skillearn.mlo import (
     HYPERGRADIENT_METHODS,
     METHODS,
@@ -166,6 +167,6 @@ def test_implicit_settings_and_per_level_methods_reach_the_engine(tmp_path: Path
 ])
 def test_bad_implicit_settings_are_refused_in_one_line(overrides: dict, message: str,
                                                        tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match=message) as raised:
+    with pytest.raises(SkillearnError, match=message) as raised:  # the CLI's one-line errors
         _validate("lfm_dr", overrides, tmp_path)
     assert "\n" not in str(raised.value)
