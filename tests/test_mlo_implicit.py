@@ -94,6 +94,21 @@ def test_neumann_converges_to_the_closed_form_with_iterations(depth: int) -> Non
     assert errors[-1] < 1e-8
 
 
+@pytest.mark.parametrize("method", ["conjugate_gradient", "neumann"])
+def test_damping_inverts_the_shifted_hessian(method: str) -> None:
+    """With damping d the response is (A + d I)^{-1} B: the closed form with A shifted."""
+    levels, _, mats = _solved_chain(1)
+    theta, w1 = levels[-1].params["x"].detach(), levels[0].params["x"].detach()
+    c_minus_w = torch.autograd.functional.jacobian(
+        lambda x: levels[-1].loss({"w1": {"x": x}, "theta": {"x": theta}}, {}), w1)
+    shifted = mats[0]["A"] + 0.5 * torch.eye(N, dtype=DTYPE)
+    closed_form = LAM * theta + torch.linalg.solve(shifted, mats[0]["B"]).T @ c_minus_w
+    grad = _hypergradient(levels, method, iterations=300, damping=0.5)
+    assert _rel_err(grad, closed_form) < 1e-9
+    undamped = _hypergradient(levels, method, iterations=300)
+    assert _rel_err(undamped, closed_form) > 1e-2
+
+
 def test_neumann_alpha_sets_the_series_step() -> None:
     levels, closed_form, mats = _solved_chain(1)
     largest = float(torch.linalg.eigvalsh(mats[0]["A"]).max())
@@ -180,3 +195,42 @@ def test_implicit_levels_are_not_unrolled_and_parameters_stay_put() -> None:
     assert len(calls) == 1  # one graph of grad_w f for the solve and the mixed product
     for level, value in zip(levels, before, strict=True):
         assert torch.equal(level.params["x"], value), level.name
+
+
+def test_a_nonlinear_lower_level_against_a_dense_solve() -> None:
+    """Off quadratics: softplus regression with an upper-level per-feature scale u. The dense
+    closed form dL/du = d_u L - M'(H + d I)^{-1} d_w L (H = grad2_ww f, M = grad2_wu f, both by
+    autograd.functional at the current point) is what CG and Neumann both approach."""
+    gen = torch.Generator().manual_seed(4)
+    x, y = torch.randn(20, 6, generator=gen, dtype=DTYPE), torch.randn(20, generator=gen,
+                                                                         dtype=DTYPE)
+    x_val, y_val = torch.randn(10, 6, generator=gen, dtype=DTYPE), torch.randn(
+        10, generator=gen, dtype=DTYPE)
+    w = (0.3 * torch.randn(6, generator=gen, dtype=DTYPE)).requires_grad_(True)
+    u = (0.3 * torch.randn(6, generator=gen, dtype=DTYPE)).requires_grad_(True)
+
+    def lower_f(w_x, u_x):
+        pred = torch.nn.functional.softplus(x @ (w_x * torch.exp(u_x)))
+        return (pred - y).pow(2).mean() + 0.05 * w_x.pow(2).sum()
+
+    def upper_f(w_x):
+        return (torch.nn.functional.softplus(x_val @ w_x) - y_val).pow(2).mean()
+
+    damping = 0.1
+    hessian = torch.autograd.functional.hessian(lambda a: lower_f(a, u.detach()), w.detach())
+    mixed = torch.func.jacrev(torch.func.grad(lower_f, argnums=0), argnums=1)(
+        w.detach(), u.detach())  # grad2_wu f, (n_w, n_u)
+    v = torch.func.grad(upper_f)(w.detach())
+    closed_form = -mixed.T @ torch.linalg.solve(hessian + damping * torch.eye(6, dtype=DTYPE), v)
+
+    def levels():
+        return [Level("w", {"x": w}, torch.optim.SGD([w], lr=0.1),
+                      lambda p, _: lower_f(p["w"]["x"], p["u"]["x"])),
+                Level("u", {"x": u}, torch.optim.SGD([u], lr=0.1),
+                      lambda p, _: upper_f(p["w"]["x"]), reads=("w",))]
+
+    cg = _hypergradient(levels(), "conjugate_gradient", iterations=50, tolerance=1e-12,
+                        damping=damping)
+    neumann = _hypergradient(levels(), "neumann", iterations=2000, alpha=0.5, damping=damping)
+    assert _rel_err(cg, closed_form) < 1e-8
+    assert _rel_err(neumann, closed_form) < 1e-6

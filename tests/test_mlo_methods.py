@@ -150,14 +150,16 @@ def test_implicit_settings_and_per_level_methods_reach_the_engine(tmp_path: Path
                                    "level_methods": "w1=conjugate_gradient"})
     assert program.method_of("w1") == "conjugate_gradient"
     assert program.method_of("w2") == "neumann"
-    assert program.method_options["neumann"] == {"iterations": 3, "alpha": 0.0}
-    assert program.method_options["conjugate_gradient"] == {"iterations": 10, "tolerance": 1e-4}
+    assert program.method_options["neumann"] == {"iterations": 3, "alpha": 0.0, "damping": 0.0}
+    assert program.method_options["conjugate_gradient"] == {"iterations": 10, "tolerance": 1e-4,
+                                                            "damping": 0.0}
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
     ({"neumann_iterations": -1}, "neumann_iterations=-1 is below its minimum"),
     ({"cg_iterations": 0}, "cg_iterations=0 is below its minimum"),
     ({"cg_tolerance": 2.0}, "cg_tolerance=2.0 is above its maximum"),
+    ({"implicit_damping": -0.1}, "implicit_damping=-0.1 is below its minimum"),
     ({"neumann_alpha": "big"}, "neumann_alpha must be a number"),
     ({"level_methods": "w1"}, "level_methods entry 'w1' is not level=method"),
     ({"level_methods": "w9=exact"}, "'w9' is not a lower level of skill 'lfm_dr'"),

@@ -40,7 +40,9 @@ Tensors = Sequence[torch.Tensor]
 class _GradientGraph:
     """grad_w f at w, kept differentiable: H x and grad_u <grad_w f, q> are backward passes."""
 
-    def __init__(self, loss_at: Callable[[Tensors], torch.Tensor], w: Tensors) -> None:
+    def __init__(self, loss_at: Callable[[Tensors], torch.Tensor], w: Tensors,
+                 damping: float = 0.0) -> None:
+        self.damping = damping
         self.leaves = [t.detach().requires_grad_(True) for t in w]
         grads = torch.autograd.grad(loss_at(self.leaves), self.leaves, create_graph=True,
                                     allow_unused=True)
@@ -49,12 +51,14 @@ class _GradientGraph:
         self.grads = [grads[i] for i in self.live]
 
     def hvp(self, x: list[torch.Tensor]) -> list[torch.Tensor]:
-        """H x = grad_w <grad_w f, x> (zero where f does not curve)."""
+        """(H + damping I) x, H x = grad_w <grad_w f, x> (zero where f does not curve)."""
         if not self.grads:
-            return [torch.zeros_like(t) for t in x]
-        products = torch.autograd.grad(self.grads, self.leaves, [x[i] for i in self.live],
-                                       retain_graph=True, allow_unused=True)
-        return [torch.zeros_like(t) if p is None else p for p, t in zip(products, x, strict=True)]
+            products: Sequence[torch.Tensor | None] = [None] * len(x)
+        else:
+            products = torch.autograd.grad(self.grads, self.leaves, [x[i] for i in self.live],
+                                           retain_graph=True, allow_unused=True)
+        hx = [torch.zeros_like(t) if p is None else p for p, t in zip(products, x, strict=True)]
+        return torch._foreach_add(hx, x, alpha=self.damping) if self.damping else hx
 
     def mixed(self, inputs: Tensors, q: list[torch.Tensor]) -> list[torch.Tensor]:
         """grad_inputs <grad_w f, q>, the last use of the graph."""
@@ -80,6 +84,7 @@ def neumann(
     step: float = 1.0,
     iterations: int = 5,
     alpha: float = 0.0,
+    damping: float = 0.0,
 ) -> list[torch.Tensor]:
     """grad_inputs <grad_w f, q>, q = alpha * sum_{i=0..iterations} (I - alpha H)^i v.
 
@@ -87,11 +92,12 @@ def neumann(
     `iterations` grows when 0 < alpha < 2 / lambda_max(H) and H is positive definite, and
     iterations=0 is one gradient step of size alpha (DARTS' unrolled direction, read at w).
     `alpha=0` uses the level's own step size `step` (its learning rate), which a stable SGD on
-    that level keeps below 2 / lambda_max already. `radius` is unused.
+    that level keeps below 2 / lambda_max already. `damping` > 0 inverts H + damping I instead
+    (see `conjugate_gradient`). `radius` is unused.
     """
     alpha = alpha or step
     with torch.enable_grad():
-        graph = _GradientGraph(loss_at, w)
+        graph = _GradientGraph(loss_at, w, damping)
         term = [t.detach() for t in v]
         total = list(term)
         for _ in range(iterations):
@@ -111,6 +117,7 @@ def conjugate_gradient(
     step: float = 1.0,
     iterations: int = 10,
     tolerance: float = 1e-6,
+    damping: float = 0.0,
 ) -> list[torch.Tensor]:
     """grad_inputs <grad_w f, q>, q solving H q = v by conjugate gradient from q = 0.
 
@@ -118,10 +125,13 @@ def conjugate_gradient(
     (exact in n steps on an n-dimensional positive-definite H, up to rounding). CG assumes H is
     positive definite; where it meets a direction of non-positive curvature (a nonconvex lower
     loss away from its minimum) it stops with the solution so far, and before any step falls
-    back to `step * v`, the one-step-unrolled direction. `radius` is unused.
+    back to `step * v`, the one-step-unrolled direction. `damping` > 0 solves
+    (H + damping I) q = v: a positive-definite system even where H is not, and q no longer
+    blows up along H's near-zero directions (an untrained network's Hessian has many). `radius`
+    is unused.
     """
     with torch.enable_grad():
-        graph = _GradientGraph(loss_at, w)
+        graph = _GradientGraph(loss_at, w, damping)
         residual = [t.detach().clone() for t in v]
         direction = [t.clone() for t in residual]
         solution = [torch.zeros_like(t) for t in residual]

@@ -13,8 +13,10 @@ HYPERGRADIENT_METHODS = METHODS  # the engine's registry, read when checked
 
 # method name -> {keyword of its product: the knob that sets it} (see mlo.implicit)
 METHOD_OPTION_KNOBS: dict[str, dict[str, str]] = {
-    "neumann": {"iterations": "neumann_iterations", "alpha": "neumann_alpha"},
-    "conjugate_gradient": {"iterations": "cg_iterations", "tolerance": "cg_tolerance"},
+    "neumann": {"iterations": "neumann_iterations", "alpha": "neumann_alpha",
+                "damping": "implicit_damping"},
+    "conjugate_gradient": {"iterations": "cg_iterations", "tolerance": "cg_tolerance",
+                           "damping": "implicit_damping"},
 }
 
 COMMON_KNOBS: dict[str, Knob] = {
@@ -55,6 +57,9 @@ COMMON_KNOBS: dict[str, Knob] = {
                           "each costs one Hessian-vector product)", low=1, high=1000),
     "cg_tolerance": Knob(1e-6, "conjugate gradient stops once ||v - Hq|| <= tolerance ||v||",
                          low=0.0, high=1.0),
+    "implicit_damping": Knob(0.0, "neumann and conjugate_gradient invert H + damping*I (> 0 "
+                             "keeps H^-1 v finite where the lower loss is flat or not convex)",
+                             low=0.0, high=1e6),
     "order": Knob("top_down", "level update order: top_down (DARTS code), bottom_up (the "
                   "papers' Algorithm 1), or every level name once, comma-separated (e.g. "
                   "lfm's arch,w1,w2)"),
