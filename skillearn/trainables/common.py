@@ -6,18 +6,10 @@ list, and so a skill module only declares what is its own.
 
 from __future__ import annotations
 
-from skillearn.knobs import ConfigError, Knob
+from skillearn.knobs import Knob
 from skillearn.mlo.methods import METHODS
 
 HYPERGRADIENT_METHODS = METHODS  # the engine's registry, read when checked
-
-# method name -> {keyword of its product: the knob that sets it} (see mlo.implicit)
-METHOD_OPTION_KNOBS: dict[str, dict[str, str]] = {
-    "neumann": {"iterations": "neumann_iterations", "alpha": "neumann_alpha",
-                "damping": "implicit_damping"},
-    "conjugate_gradient": {"iterations": "cg_iterations", "tolerance": "cg_tolerance",
-                           "damping": "implicit_damping"},
-}
 
 COMMON_KNOBS: dict[str, Knob] = {
     # data
@@ -110,17 +102,3 @@ KIND_KNOBS: dict[str, dict[str, Knob]] = {
                              low=0.01, high=0.99),
     },
 }
-
-
-def parse_level_methods(text: str) -> dict[str, str]:
-    """`level_methods` as {level: method}; ConfigError for a malformed entry (the level names
-    and methods themselves are checked against the skill in `registry.check_level_methods`)."""
-    methods: dict[str, str] = {}
-    for entry in (e.strip() for e in text.split(",") if e.strip()):
-        level, sep, method = (part.strip() for part in entry.partition("="))
-        if not sep or not level or not method:
-            raise ConfigError(f"level_methods entry {entry!r} is not level=method")
-        if level in methods:
-            raise ConfigError(f"level_methods names level {level!r} twice")
-        methods[level] = method
-    return methods

@@ -54,6 +54,7 @@ def build(setup: Setup) -> Built:
         modules=[net],
         genotype=net.genotype,
         alphas=net.arch_parameters,
+        gap_level="arch",
         ops=setup.space.ops,
         param_count=count_parameters(weights),
     )

@@ -240,6 +240,7 @@ def build(setup: Setup) -> Built:
         state={f"w2_buffer.{k}": v for k, v in w2_buffers.items()},
         genotype=net.genotype,
         alphas=net.arch_parameters,
+        gap_level="arch",
         ops=setup.space.ops,
         param_count=count_parameters(w1),
         epoch_metrics=epoch_metrics,

@@ -191,7 +191,7 @@ def build(setup: Setup) -> Built:
 
     return Built(program=program, predict=predict, modules=[net, encoder],
                  state={f"w2_buffer.{k}": v for k, v in w2_buffers.items()},
-                 param_count=count_parameters(w1),
+                 gap_level="upper", param_count=count_parameters(w1),
                  epoch_metrics=epoch_metrics)
 
 

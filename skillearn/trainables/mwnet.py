@@ -169,7 +169,7 @@ def build_mwnet(
         metrics["weight_curve"] = json.dumps(weight_curve(vnet, losses, weights))
         return metrics
 
-    return Built(program=program, predict=net, modules=[net, vnet],
+    return Built(program=program, predict=net, modules=[net, vnet], gap_level="theta",
                  param_count=count_parameters(w), epoch_metrics=epoch_metrics)
 
 

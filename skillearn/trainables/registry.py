@@ -13,9 +13,9 @@ from collections.abc import Mapping
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
-from skillearn.knobs import ConfigError, Knob, Skill
+from skillearn.knobs import ConfigError, Knob, Skill, parse_level_methods
 from skillearn.mlo.order import ORDERS, update_order
-from skillearn.trainables.common import COMMON_KNOBS, KIND_KNOBS, parse_level_methods
+from skillearn.trainables.common import COMMON_KNOBS, KIND_KNOBS
 
 _SKILL_MODULES: dict[str, str] = {
     "darts": "skillearn.trainables.darts",

@@ -13,10 +13,9 @@ from typing import Any
 import torch
 
 from skillearn.data import DataBundle
-from skillearn.knobs import ConfigError
+from skillearn.knobs import ConfigError, parse_level_methods
 from skillearn.mlo import Level, MultilevelProgram
 from skillearn.search_spaces.darts import PRESETS, Genotype, SpaceConfig, SuperNet
-from skillearn.trainables.common import METHOD_OPTION_KNOBS, parse_level_methods
 
 
 @dataclass
@@ -38,6 +37,7 @@ class Built:
     - `state`: every tensor that is not a level parameter but must survive a restart
       (BatchNorm statistics of weight sets that live outside a module);
     - `genotype()` / `alphas()`: the current architecture (NAS skills);
+    - `gap_level`: the level whose finite-difference vs exact gap is logged;
     - `epoch_metrics()`: skill-specific metrics, computed once per epoch.
     """
 
@@ -47,6 +47,7 @@ class Built:
     state: dict[str, torch.Tensor] = field(default_factory=dict)
     genotype: Callable[[], Genotype] | None = None
     alphas: Callable[[], dict[str, torch.Tensor]] | None = None
+    gap_level: str | None = None
     param_count: int = 0
     ops: tuple[str, ...] = ()
     epoch_metrics: Callable[[], dict[str, Any]] | None = None
@@ -70,6 +71,15 @@ def build_supernet(setup: Setup) -> SuperNet:
     if setup.config["channels_last"] in ("on", "auto"):
         net.use_channels_last()
     return net
+
+
+# method name -> {keyword of its product: the knob that sets it} (see mlo.implicit)
+METHOD_OPTION_KNOBS: dict[str, dict[str, str]] = {
+    "neumann": {"iterations": "neumann_iterations", "alpha": "neumann_alpha",
+                "damping": "implicit_damping"},
+    "conjugate_gradient": {"iterations": "cg_iterations", "tolerance": "cg_tolerance",
+                           "damping": "implicit_damping"},
+}
 
 
 def program_for(levels: list[Level], config: Mapping[str, Any]) -> MultilevelProgram:
