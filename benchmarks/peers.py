@@ -37,6 +37,13 @@ Reported per case, all three step functions timed interleaved in one process (`c
   difference also differentiates through V's input; skillearn's `noise` variant reads the input
   at the current weights (MW-Net's `cost.data`). `mixed` therefore lists skillearn both ways:
   `noise` (the skill's quantity) and `input_grad` (the imbalance variant's, Betty's quantity).
+- implicit hypergradients on the same state, lower level read at its current weights: the
+  product -d/du <grad_w f, q> with q ~ H^{-1} v by a Neumann series (the same series in both:
+  `IMPLICIT["neumann"]`) and by conjugate gradient (5 iterations each), skillearn's
+  `mlo.implicit` against Betty's `hypergradient.neumann` / `hypergradient.cg` (for MW-Net the
+  `noise` quantity, MW-Net's input detached at the current weights, as in Betty's example).
+  Betty 0.1.x's CG builds the next direction from the *old* residual (`p_new = r + beta p` with
+  r before its update), so after its first iteration it is no longer CG; the cosine shows it.
 - Betty 0.1.x's finite-difference restore bug: `hypergradient/darts.py` perturbs the lower
   weights by +eps v and -2 eps v in place, then "restores" them with the out-of-place
   `p.data.add(...)`, so every hypergradient leaves them at w - eps v. The benchmark measures the
@@ -79,6 +86,7 @@ from skillearn.data import DataBundle
 from skillearn.data.corruption import uniform_noise
 from skillearn.mlo import Level, MultilevelProgram
 from skillearn.mlo.hypergrad import mixed_vjp_exact, mixed_vjp_finite_difference
+from skillearn.mlo.implicit import conjugate_gradient, neumann
 from skillearn.reweighting.mwnet import MetaWeightNet
 from skillearn.trainables import get_skill
 from skillearn.trainables.classifiers import resnet32
@@ -450,6 +458,56 @@ def _upper_v(parts: Parts) -> list[torch.Tensor]:
         return list(torch.autograd.grad(loss, w))
 
 
+# the implicit methods' settings, the same for both engines (alpha below 2/lambda_max(H))
+IMPLICIT: dict[str, dict[str, float]] = {"neumann": {"iterations": 5, "alpha": 0.01},
+                                         "conjugate_gradient": {"iterations": 5}}
+
+
+def _implicit_agreement(parts: Parts, side: BettySide, v: list[torch.Tensor]) -> dict[str, Any]:
+    """skillearn's implicit products against Betty's on the current state (w unchanged)."""
+    from betty.hypergradient.cg import cg as betty_cg
+    from betty.hypergradient.neumann import neumann as betty_neumann
+
+    w = list(parts.lower_params.values())
+    theta = list(parts.upper_params.values())
+    loss_at = _lower_loss_at(parts, detach_input=True)
+    neumann_settings = IMPLICIT["neumann"]
+    cg_settings = IMPLICIT["conjugate_gradient"]
+    config = side.inner.config
+    config.neumann_iterations = int(neumann_settings["iterations"])
+    config.neumann_alpha = neumann_settings["alpha"]
+    config.cg_iterations, config.cg_alpha = int(cg_settings["iterations"]), 1.0
+    side.inner.cur_batch = parts.train
+    ours = {
+        "neumann": neumann(loss_at, w, theta, v, **neumann_settings),
+        "conjugate_gradient": conjugate_gradient(loss_at, w, theta, v, tolerance=0.0,
+                                                 **cg_settings),
+    }
+    theirs = {"neumann": betty_neumann([t.clone() for t in v], side.inner, side.outer),
+              "conjugate_gradient": betty_cg([t.clone() for t in v], side.inner, side.outer)}
+    theirs = {method: [torch.zeros_like(t) if g is None else g
+                       for g, t in zip(grads, theta, strict=True)]
+              for method, grads in theirs.items()}
+    result: dict[str, Any] = {method: {"cos_skillearn_betty": cosine([-g for g in ours[method]],
+                                                                     theirs[method])}
+                              for method in ours}
+    # CG's reference: four times the iterations (it has converged where H is positive definite);
+    # v'Hv/|v|^2 < 0 means CG meets negative curvature at once: skillearn then stops and takes
+    # the one-step direction, Betty divides by the negative curvature and flips the sign
+    converged = [-g for g in conjugate_gradient(loss_at, w, theta, v, tolerance=0.0,
+                                                iterations=4 * int(cg_settings["iterations"]))]
+    cg = result["conjugate_gradient"]
+    cg["cos_skillearn_converged"] = cosine([-g for g in ours["conjugate_gradient"]], converged)
+    cg["cos_betty_converged"] = cosine(theirs["conjugate_gradient"], converged)
+    with torch.enable_grad():
+        w_leaf = [t.detach().requires_grad_(True) for t in w]
+        grads = torch.autograd.grad(loss_at(w_leaf), w_leaf, create_graph=True)
+        hv = torch.autograd.grad(grads, w_leaf, v)
+    cg["vHv_over_vv"] = float(sum((a * b).sum() for a, b in zip(v, hv, strict=True))
+                              / sum((a * a).sum() for a in v))
+    return result
+
+
 def hypergradient_agreement(case: PeerCase, device: torch.device, seed: int,
                             with_betty: bool) -> dict[str, Any]:
     """Cosines of the second-order term and of the engines' full hypergradients on one state,
@@ -493,6 +551,7 @@ def hypergradient_agreement(case: PeerCase, device: torch.device, seed: int,
     with torch.no_grad():
         for p, b in zip(w, before, strict=True):
             p.copy_(b)
+    result["implicit"] = _implicit_agreement(parts, side, v)
     betty_quantity = "input_grad" if case.kind == "mwnet" else "default"
     for variant in variants:
         result["mixed"][variant]["cos_skillearn_betty"] = cosine(skillearn_mixed[variant],
@@ -668,6 +727,9 @@ def print_case(result: dict[str, Any]) -> None:
                 hyper_rows.append([f"mixed/{quantity}", key, value])
     for key, value in hyper["engine"].items():
         hyper_rows.append(["engine", key, value])
+    for method, values in hyper.get("implicit", {}).items():
+        for key, value in values.items():
+            hyper_rows.append([f"implicit/{method}", key, value])
     if "betty_restore_displacement" in hyper:
         hyper_rows.append(["betty restore bug", "||w_after - w_before|| (0.01 = buggy)",
                            hyper["betty_restore_displacement"]])

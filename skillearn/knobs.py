@@ -160,3 +160,17 @@ class Skill:
     def tuned_knobs(self) -> dict[str, Knob]:
         """The knobs a sweep searches over unless told otherwise."""
         return {name: knob for name, knob in self.knobs.items() if knob.tune}
+
+
+def parse_level_methods(text: str) -> dict[str, str]:
+    """The `level_methods` knob as {level: method}; ConfigError for a malformed entry (the
+    names themselves are checked against the skill in `registry.check_level_methods`)."""
+    methods: dict[str, str] = {}
+    for entry in (e.strip() for e in text.split(",") if e.strip()):
+        level, sep, method = (part.strip() for part in entry.partition("="))
+        if not sep or not level or not method:
+            raise ConfigError(f"level_methods entry {entry!r} is not level=method")
+        if level in methods:
+            raise ConfigError(f"level_methods names level {level!r} twice")
+        methods[level] = method
+    return methods

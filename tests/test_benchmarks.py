@@ -169,3 +169,18 @@ def test_peers_with_betty_compares_both_engines(tmp_path):
         # Betty restores them exactly: nothing else may move them
         shift = hyper["betty_restore_displacement"]
         assert min(shift, abs(shift - peers.FD_RADIUS)) < 1e-4
+
+
+def test_phases_account_for_the_whole_step(tmp_path):
+    from benchmarks import phases
+
+    path = tmp_path / "phases.json"
+    phases.main(["--sizes", "tiny", "--methods", "first_order,finite_difference", "--steps", "2",
+                 "--warmup", "1", "--threads", "1", "--json", str(path)])
+    first, second = json.loads(path.read_text())["results"]
+    for result in (first, second):
+        ms = result["phase_ms"]
+        assert result["plain_ms"] > 0 and ms["total"] > 0
+        assert ms["lower gradient"] > 0 and ms["upper at w'"] > 0 and ms["optimizer steps"] > 0
+    assert first["phase_ms"]["mixed product"] == 0.0  # first order takes no product
+    assert second["phase_ms"]["mixed product"] > 0 and second["phase_ms"]["unroll"] > 0

@@ -162,7 +162,7 @@ def test_order_takes_level_names_and_defaults_to_the_code() -> None:
     with pytest.raises(ConfigError, match="every level name once.*levels: w1,w2,arch"):
         resolve_config(lfm, {"order": "arch,w1"})
     with pytest.raises(ConfigError, match="takes only bottom_up or top_down"):
-        resolve_config(get_skill("mwnet"), {"order": "a,b"})
+        resolve_config(get_skill("ce"), {"order": "a,b"})
 
 
 def test_w2_starts_independent_of_w1_unless_asked_to_copy() -> None:

@@ -112,6 +112,18 @@ def test_first_order_is_the_direct_gradient() -> None:
     assert _rel_err(grads["x"], closed_form()) > 1e-2  # the dropped term is not negligible here
 
 
+@pytest.mark.parametrize(("method", "asked"), [("first_order", False), ("exact", True)])
+def test_first_order_asks_no_gradient_of_the_levels_it_reads(method: str, asked: bool) -> None:
+    """First order drops the lower level's cotangent, so the upper backward skips it (DARTS'
+    first-order step: the architecture's backward only, not the weights' as well)."""
+    levels, _ = _chain(1)
+    seen = []
+    original = levels[-1].loss
+    levels[-1].loss = lambda p, b: seen.append(p["w1"]["x"].requires_grad) or original(p, b)
+    MultilevelProgram(levels, method=method).gradient("theta", {})
+    assert seen == [asked]
+
+
 @pytest.mark.parametrize("method", ["finite_difference", "exact"])
 def test_parameters_restored_bit_exactly(method: str) -> None:
     levels, _ = _chain(3)

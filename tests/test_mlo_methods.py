@@ -10,6 +10,7 @@ from typing import get_args
 import pytest
 import torch
 
+from skillearn.errors import SkillearnError
 from skillearn.knobs import ConfigError
 from skillearn.mlo import (
     HYPERGRADIENT_METHODS,
@@ -22,7 +23,8 @@ from skillearn.mlo import (
 from skillearn.platform.cli import build_parser
 from skillearn.platform.validate import SweepRequest, validate_sweep
 from skillearn.trainables.common import COMMON_KNOBS
-from skillearn.trainables.registry import get_skill
+from skillearn.trainables.registry import get_skill, resolve_config
+from skillearn.trainables.setup import program_for
 
 ROOT = Path(__file__).resolve().parents[1]
 DTYPE = torch.float64
@@ -86,7 +88,8 @@ def _validate(skill: str, overrides: dict, tmp_path: Path):
 
 def test_the_literal_names_exactly_the_built_in_methods() -> None:
     assert tuple(HYPERGRADIENT_METHODS) == get_args(MethodName) == tuple(METHODS)
-    assert tuple(SECOND_ORDER_METHODS) == ("finite_difference", "exact")
+    assert tuple(SECOND_ORDER_METHODS) == ("finite_difference", "exact", "neumann",
+                                           "conjugate_gradient")
 
 
 def test_knob_skills_and_cli_help_read_the_registry(registered: str) -> None:
@@ -137,4 +140,39 @@ def test_reading_method_names_does_not_import_torch() -> None:
             "print(list(skillearn.mlo.METHODS), 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=ROOT, check=True).stdout
-    assert out.split() == ["['first_order',", "'finite_difference',", "'exact']", "False"]
+    assert out.split() == ["['first_order',", "'finite_difference',", "'exact',", "'neumann',",
+                           "'conjugate_gradient']", "False"]
+
+
+def test_implicit_settings_and_per_level_methods_reach_the_engine(tmp_path: Path) -> None:
+    spec = _validate("lfm_dr", {"method": "neumann", "neumann_iterations": 3,
+                                "level_methods": "w1=conjugate_gradient, w2=exact",
+                                "cg_tolerance": 1e-4}, tmp_path)
+    config = spec.config
+    levels, _ = _two_level_chain()
+    program = program_for(levels, {**resolve_config(get_skill("lfm_dr"), config),
+                                   "level_methods": "w1=conjugate_gradient"})
+    assert program.method_of("w1") == "conjugate_gradient"
+    assert program.method_of("w2") == "neumann"
+    assert program.method_options["neumann"] == {"iterations": 3, "alpha": 0.0, "damping": 0.0}
+    assert program.method_options["conjugate_gradient"] == {"iterations": 10, "tolerance": 1e-4,
+                                                            "damping": 0.0}
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"neumann_iterations": -1}, "neumann_iterations=-1 is below its minimum"),
+    ({"cg_iterations": 0}, "cg_iterations=0 is below its minimum"),
+    ({"cg_tolerance": 2.0}, "cg_tolerance=2.0 is above its maximum"),
+    ({"implicit_damping": -0.1}, "implicit_damping=-0.1 is below its minimum"),
+    ({"neumann_alpha": "big"}, "neumann_alpha must be a number"),
+    ({"level_methods": "w1"}, "level_methods entry 'w1' is not level=method"),
+    ({"level_methods": "w9=exact"}, "'w9' is not a lower level of skill 'lfm_dr'"),
+    ({"level_methods": "upper=exact"}, "'upper' is not a lower level"),
+    ({"level_methods": "w1=first_order"}, "does not support method 'first_order' for 'w1'"),
+    ({"level_methods": "w1=exact,w1=neumann"}, "names level 'w1' twice"),
+])
+def test_bad_implicit_settings_are_refused_in_one_line(overrides: dict, message: str,
+                                                       tmp_path: Path) -> None:
+    with pytest.raises(SkillearnError, match=message) as raised:  # the CLI's one-line errors
+        _validate("lfm_dr", overrides, tmp_path)
+    assert "\n" not in str(raised.value)

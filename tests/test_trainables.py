@@ -71,6 +71,12 @@ def test_one_epoch_reports_the_core_metrics(skill: str) -> None:
     assert min(present) == pytest.approx(metrics["worst_class_acc"], abs=1e-4)
     texts = {k for k, v in metrics.items() if not isinstance(v, int | float)}
     assert texts <= {"artifacts", "encoder"}  # lfm names the encoder `auto` resolved to
+    # the default hypergradient check: every upper level, finite differences against exact
+    upper = {"darts": {"arch"}, "lfm": {"w2", "arch"}}[skill]
+    assert {k.split("/")[1] for k in metrics if k.startswith("hypergrad_")} == upper
+    for level in upper:
+        assert -1.0 <= metrics[f"hypergrad_cos/{level}"] <= 1.0
+        assert 0.0 <= metrics[f"hypergrad_relerr/{level}"] < 2.0
 
 
 def test_lfm_upper_level_learns_encoder_and_r() -> None:

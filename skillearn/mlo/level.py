@@ -37,6 +37,8 @@ class Level:
     still reports `loss` itself. `projection` keeps the parameters feasible (e.g.
     `projections.linf_ball(eps)` for a perturbation with ||delta||_inf <= eps): it is applied
     after every real step and to the unrolled step, which upper levels differentiate through.
+    `method` is the hypergradient method upper levels differentiate through this level with
+    (a name in `methods.HYPERGRADIENT_METHODS`); None: the program's.
     """
 
     name: str
@@ -51,6 +53,7 @@ class Level:
     reads_upper: tuple[str, ...] | None = None
     maximize: bool = False
     projection: Projection | None = None
+    method: str | None = None
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.isidentifier():

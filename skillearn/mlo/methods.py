@@ -1,10 +1,17 @@
 """The hypergradient methods, by name: the one list the engine, validation, the CLI and skills read.
 
-A method is its mixed second-derivative product grad_u <grad_w f(w, u), v> (see `hypergrad`):
-through an unrolled step w' = w - xi * grad_w f, that product is all an upper level needs to
-reach u. Adding a method is one function with `MixedProduct`'s signature plus one entry in
+A method is its mixed second-derivative product grad_u <grad_w f(w, u), M v> (see `hypergrad`
+and `implicit`), where M says how the lower level w responds to its inputs u:
+- unrolled methods (M = identity): through the one-step-unrolled w' = w - xi * grad_w f, a
+  cotangent v on w' reaches u as -xi * grad_u <grad_w f, v>;
+- implicit methods (marked with `@implicit`, M = H_ww^{-1}): the lower level is taken to be at
+  a stationary point w*(u) of f, so dw*/du = -H_ww^{-1} grad2_wu f and v reaches u as
+  -grad_u <grad_w f, H_ww^{-1} v>. The engine then does not unroll that level (its loss is
+  read at the current w) and passes the product the level's step size as `step=`.
+Adding a method is one function with `MixedProduct`'s signature plus one entry in
 `HYPERGRADIENT_METHODS`; the `method` knob, every skill that takes second-order methods, and
-`MultilevelProgram` accept it from then on.
+`MultilevelProgram` accept it from then on. A method's own settings (iterations, tolerance)
+arrive as keyword arguments from `MultilevelProgram(method_options={name: {...}})`.
 
 An entry is the product itself or its "module:function" path, imported on first use (as skill
 modules are), so that reading the names — the CLI's help, a sweep's validation — never imports
@@ -17,26 +24,42 @@ from __future__ import annotations
 import functools
 import importlib
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 if TYPE_CHECKING:
     import torch
 
     Tensors = Sequence[torch.Tensor]
-    # (loss_at, w, inputs, v, radius) -> grad_inputs <grad_w f(w, inputs), v>; `loss_at(w)` is
-    # f at other values of w, `radius` the perturbation size of difference-based methods.
-    MixedProduct = Callable[
-        [Callable[[Tensors], torch.Tensor], Tensors, Tensors, Tensors, float], list[torch.Tensor]
-    ]
+    # (loss_at, w, inputs, v, radius, **options) -> grad_inputs <grad_w f(w, inputs), M v>;
+    # `loss_at(w)` is f at other values of w, `radius` the perturbation size of
+    # difference-based methods, `options` the method's own settings (see the module docstring).
+    MixedProduct = Callable[..., list[torch.Tensor]]
 
 # The built-in names, for type checkers; methods registered at run time are accepted as well.
-MethodName = Literal["first_order", "finite_difference", "exact"]
+MethodName = Literal["first_order", "finite_difference", "exact", "neumann", "conjugate_gradient"]
 
 HYPERGRADIENT_METHODS: dict[str, MixedProduct | str | None] = {
     "first_order": None,
     "finite_difference": "skillearn.mlo.hypergrad:mixed_vjp_finite_difference",
     "exact": "skillearn.mlo.hypergrad:mixed_vjp_exact",
+    "neumann": "skillearn.mlo.implicit:neumann",
+    "conjugate_gradient": "skillearn.mlo.implicit:conjugate_gradient",
 }
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def implicit(product: F) -> F:
+    """Mark `product` as an implicit method: it multiplies v by an inverse Hessian H_ww^{-1}
+    (or an approximation of it), so the engine reads the lower level at its current point
+    instead of unrolling it, and gives the product that level's step size as `step=`."""
+    product.implicit = True  # type: ignore[attr-defined]
+    return product
+
+
+def is_implicit(product: MixedProduct | None) -> bool:
+    """Whether `product` is marked `@implicit` (False for first order)."""
+    return bool(getattr(product, "implicit", False))
 
 
 def mixed_product(method: str) -> MixedProduct | None:

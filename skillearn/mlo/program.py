@@ -9,8 +9,14 @@ A level's gradient is computed in three passes:
    -xi * grad_u <grad_w f, v> for the updating level's parameters and for the levels below it
    (see `hypergrad`).
 With `first_order` the unrolled values are the current ones (xi = 0) and pass 3 is skipped.
-The method is looked up by name in `methods.HYPERGRADIENT_METHODS`; the engine never branches
-on a method's name. A level that maximises descends -loss in all three passes.
+With an implicit method (`neumann`, `conjugate_gradient`) a level is not unrolled either: it is
+taken to be at a stationary point of its loss, read at its current values, and pass 3 sends the
+cotangent through its implicit response -H^{-1} grad2_wu f instead of -xi grad2_wu f (see
+`implicit` for how that chains through intermediate levels).
+Each lower level's method is its own `Level.method` or else the program's, so one program can
+unroll one level and differentiate another implicitly. The method is looked up by name in
+`methods.HYPERGRADIENT_METHODS`; the engine never branches on a method's name. A level that
+maximises descends -loss in all three passes.
 
 `reuse_unroll_grad=True` (opt-in) lets a lower level's real step reuse the gradient its upper
 level computed for the unroll in the same iteration, saving a forward/backward per level. The
@@ -21,13 +27,12 @@ update order (the lower step sees the old architecture); it is off by default.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from skillearn.mlo.hypergrad import global_norm
 from skillearn.mlo.level import Batches, Level, ParamDict, params_view
-from skillearn.mlo.methods import METHODS, MethodName, mixed_product
+from skillearn.mlo.methods import METHODS, MethodName, is_implicit, mixed_product
 from skillearn.mlo.order import update_order
 from skillearn.mlo.unroll import UnrolledStep, check_unrollable, unrolled_step
 
@@ -40,6 +45,9 @@ class MultilevelProgram:
     `order="bottom_up"` updates the lowest level first (the papers' Algorithm 1);
     `order="top_down"` updates the highest first, as the DARTS code does; an explicit sequence
     of level names gives any other order (see `update_order`).
+    `method` is used for every lower level without a `Level.method` of its own;
+    `method_options` gives a method's settings by name, e.g.
+    `{"neumann": {"iterations": 5, "alpha": 0.01}}` (keyword arguments of its product).
     """
 
     def __init__(
@@ -49,9 +57,11 @@ class MultilevelProgram:
         order: str | Sequence[str] = "bottom_up",
         fd_radius: float = 0.01,
         reuse_unroll_grad: bool = False,
+        method_options: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
-        if method not in METHODS:
-            raise ValueError(f"unknown hypergradient method {method!r}; use one of {METHODS}")
+        for chosen in (method, *(level.method for level in levels if level.method)):
+            if chosen not in METHODS:
+                raise ValueError(f"unknown hypergradient method {chosen!r}; use one of {METHODS}")
         self.levels: dict[str, Level] = {}
         for level in levels:
             if level.name in self.levels:
@@ -71,7 +81,10 @@ class MultilevelProgram:
         self.sequence = update_order(order, list(self.levels))  # level names, stepping order
         self.fd_radius = fd_radius
         self.reuse_unroll_grad = reuse_unroll_grad
+        self.method_options = {name: dict(options)
+                               for name, options in (method_options or {}).items()}
         self.iteration = 0
+        self._stepping = False  # gradients are cached for reuse only inside `step`
         # level name -> (iteration, gradient, loss) from an unroll, for reuse_unroll_grad
         self._unroll_cache: dict[str, tuple[int, ParamDict, torch.Tensor]] = {}
 
@@ -82,15 +95,19 @@ class MultilevelProgram:
         Returns each stepped level's loss (detached tensors: no host sync on the hot path).
         """
         losses: dict[str, torch.Tensor] = {}
-        for name in self.sequence:
-            level = self.levels[name]
-            if self.iteration % level.every:
-                continue
-            grads, loss = self._reused(name) or self.gradient(name, batches)
-            self._apply(level, grads)
-            losses[name] = loss
+        self._stepping = True
+        try:
+            for name in self.sequence:
+                level = self.levels[name]
+                if self.iteration % level.every:
+                    continue
+                grads, loss = self._reused(name) or self.gradient(name, batches)
+                self._apply(level, grads)
+                losses[name] = loss
+        finally:
+            self._stepping = False
+            self._unroll_cache.clear()
         self.iteration += 1
-        self._unroll_cache.clear()
         return losses
 
     def _reused(self, name: str) -> tuple[ParamDict, torch.Tensor] | None:
@@ -114,31 +131,39 @@ class MultilevelProgram:
         self, name: str, batches: Batches, method: MethodName | None = None
     ) -> tuple[ParamDict, torch.Tensor]:
         """The (hyper)gradient of what level `name` descends (its loss, or -loss when it
-        maximises) with respect to its parameters, and its loss."""
-        product = mixed_product(method or self.method)
+        maximises) with respect to its parameters, and its loss.
+
+        `method` overrides every lower level's method (a check against `exact`, say)."""
         level = self.levels[name]
         closure = self._closure(name)
-        steps = self._unroll(closure, batches, first_order=product is None)
+        methods = {lower: self.method_of(lower, method) for lower in closure}
+        products = {lower: mixed_product(m) for lower, m in methods.items()}
+        steps = self._unroll(closure, batches, products)
         unrolled = {lower: step.values for lower, step in steps.items()}
 
         own_keys = list(level.params)
         own = [level.params[k] for k in own_keys]
+        reachable = self._reachable(name, closure)
+        # the levels a cotangent can pass through (others: no hypergradient, no gradient asked)
+        carrying = {r for r in reachable if products[r] is not None}
         leaves = {
             read: {k: t.detach().requires_grad_(True) for k, t in unrolled[read].items()}
-            for read in level.reads_lower
+            for read in level.reads_lower if read in carrying
         }
         with torch.enable_grad():
-            loss = level.loss(params_view(self.levels, leaves), batches)
-            read_tensors = [t for read in level.reads_lower for t in leaves[read].values()]
-            grads = torch.autograd.grad(level.objective(loss), own + read_tensors,
-                                        allow_unused=True)
+            seen = {r: unrolled[r] for r in level.reads_lower} | leaves
+            loss = level.loss(params_view(self.levels, seen), batches)
+            read_tensors = [t for read in leaves for t in leaves[read].values()]
+            objective = level.objective(loss)
+            grads = (torch.autograd.grad(objective, own + read_tensors, allow_unused=True)
+                     if objective.requires_grad else [None] * (len(own) + len(read_tensors)))
         hyper = [torch.zeros_like(p) if g is None else g for p, g in zip(own, grads, strict=False)]
-        if product is None or not closure:
+        if not leaves:  # first order, or nothing this level reads carries a hypergradient
             return dict(zip(own_keys, hyper, strict=True)), loss.detach()
 
         cotangents: dict[str, list[torch.Tensor]] = {}
         offset = len(own)
-        for read in level.reads_lower:
+        for read in leaves:
             keys = list(leaves[read])
             cotangents[read] = [
                 torch.zeros_like(leaves[read][k]) if g is None else g
@@ -146,13 +171,13 @@ class MultilevelProgram:
             ]
             offset += len(keys)
 
-        reachable = self._reachable(name, closure)
         for lower_name in reversed(closure):
             v = cotangents.pop(lower_name, None)
-            if v is None or lower_name not in reachable:
+            product = products[lower_name]
+            if v is None or product is None:
                 continue
             lower = self.levels[lower_name]
-            below = [r for r in lower.reads_lower if r in reachable]
+            below = [r for r in lower.reads_lower if r in carrying]
             below_leaves = {
                 r: {k: t.detach().requires_grad_(True) for k, t in unrolled[r].items()}
                 for r in below
@@ -161,9 +186,14 @@ class MultilevelProgram:
             seen_by_lower = {r: unrolled[r] for r in lower.reads_lower} | below_leaves
             direct = self._reads_upper(lower, name)
             inputs = (own if direct else []) + [t for r in below for t in below_leaves[r].values()]
-            # v on w' as a cotangent on the lower gradient g: -xi * grad_u <g, v_g>
-            v_g, xi = steps[lower_name].pull_back(v)
-            contributions = self._mixed_vjp(lower, seen_by_lower, batches, v_g, inputs, product)
+            options = dict(self.method_options.get(methods[lower_name], {}))
+            if is_implicit(product):  # v on w*: -grad_u <g, H^{-1} v>, no step to pull back
+                v_g, xi = v, 1.0
+                options["step"] = lower.xi
+            else:  # v on w' as a cotangent on the lower gradient g: -xi * grad_u <g, v_g>
+                v_g, xi = steps[lower_name].pull_back(v)
+            contributions = self._mixed_vjp(lower, seen_by_lower, batches, v_g, inputs, product,
+                                            options)
             offset = len(own) if direct else 0
             for i in range(offset):
                 hyper[i] = hyper[i] - xi * contributions[i]
@@ -177,15 +207,41 @@ class MultilevelProgram:
                     cotangents[r] = part
         return dict(zip(own_keys, hyper, strict=True)), loss.detach()
 
-    def hypergradient_gap(self, name: str, batches: Batches) -> torch.Tensor:
-        """Relative gap ||g_fd - g_exact|| / ||g_exact|| of level `name` on one batch.
+    def method_of(self, name: str, override: str | None = None) -> str:
+        """The method upper levels differentiate through level `name` with: `override`, else
+        the level's own `method`, else the program's."""
+        return override or self.levels[name].method or self.method
+
+    def upper_levels(self) -> list[str]:
+        """Levels whose gradient has a hypergradient part: they read a lower level."""
+        return [name for name, level in self.levels.items() if level.reads_lower]
+
+    def hypergradient_gap(
+        self, name: str, batches: Batches, method: str = "finite_difference"
+    ) -> torch.Tensor:
+        """Relative gap ||g_method - g_exact|| / ||g_exact|| of level `name` on one batch.
 
         Cheap to log once an epoch; on ReLU supernets the finite difference can be far off.
         """
-        fd, _ = self.gradient(name, batches, method="finite_difference")
-        exact, _ = self.gradient(name, batches, method="exact")
-        diff = [fd[k] - exact[k] for k in exact]
-        return global_norm(diff) / (global_norm(list(exact.values())) + 1e-12)
+        return self.hypergradient_agreement(name, batches, method)[1]
+
+    def hypergradient_agreement(
+        self, name: str, batches: Batches, method: str | None = None, reference: str = "exact"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(cosine, relative error) of level `name`'s hypergradient by `method` (None: the
+        program's per-level choice) against `reference`, on one batch, as 0-d tensors.
+
+        (1, 0) without computing anything when every level below uses `reference` already."""
+        if all(self.method_of(lower, method) == reference for lower in self._closure(name)):
+            one = torch.ones((), dtype=torch.float64)
+            return one, torch.zeros((), dtype=torch.float64)
+        chosen, _ = self.gradient(name, batches, method=method)
+        exact, _ = self.gradient(name, batches, method=reference)
+        keys = list(exact)
+        a = torch.cat([chosen[k].flatten().double() for k in keys])
+        b = torch.cat([exact[k].flatten().double() for k in keys])
+        cosine = (a @ b / (a.norm() * b.norm()).clamp_min(1e-30)).clamp(-1.0, 1.0)
+        return cosine, (a - b).norm() / (b.norm() + 1e-12)
 
     # ----------------------------------------------------------------------------------------
     def _closure(self, name: str) -> list[str]:
@@ -215,13 +271,14 @@ class MultilevelProgram:
         return reachable
 
     def _unroll(
-        self, closure: list[str], batches: Batches, first_order: bool
+        self, closure: list[str], batches: Batches, products: Mapping[str, MixedProduct | None]
     ) -> dict[str, UnrolledStep]:
-        """w' for every level in `closure`, lowest first (the current w when first order)."""
+        """w' for every level in `closure`, lowest first (the current w for a level that is
+        differentiated first-order or implicitly)."""
         unrolled: dict[str, UnrolledStep] = {}
         for name in closure:
             level = self.levels[name]
-            if first_order:
+            if products[name] is None or is_implicit(products[name]):
                 current = {k: t.detach() for k, t in level.params.items()}
                 unrolled[name] = UnrolledStep(current, [0.0] * len(current))
                 continue
@@ -235,7 +292,7 @@ class MultilevelProgram:
                 k: torch.zeros_like(level.params[k]) if g is None else g
                 for k, g in zip(keys, grads, strict=True)
             }
-            if self.reuse_unroll_grad:
+            if self.reuse_unroll_grad and self._stepping:
                 self._unroll_cache[name] = (self.iteration, grad_dict, loss.detach())
             unrolled[name] = unrolled_step(level, grad_dict)
         return unrolled
@@ -248,6 +305,7 @@ class MultilevelProgram:
         v: list[torch.Tensor],
         inputs: list[torch.Tensor],
         product: MixedProduct,
+        options: Mapping[str, Any],
     ) -> list[torch.Tensor]:
         keys = list(lower.params)
         w = [lower.params[k] for k in keys]
@@ -257,7 +315,7 @@ class MultilevelProgram:
             replaced[lower.name] = dict(zip(keys, w_values, strict=True))
             return lower.objective(lower.loss(params_view(self.levels, replaced), batches))
 
-        return product(loss_at, w, inputs, v, self.fd_radius)
+        return product(loss_at, w, inputs, v, self.fd_radius, **options)
 
     @staticmethod
     def _apply(level: Level, grads: ParamDict) -> None:

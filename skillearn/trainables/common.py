@@ -35,14 +35,35 @@ COMMON_KNOBS: dict[str, Knob] = {
     "steps_per_epoch": Knob(0, "cap on steps per epoch (0: one pass over the training split)",
                             low=0, high=10**7),
     # engine
-    "method": Knob("finite_difference", "hypergradient method", choices=HYPERGRADIENT_METHODS),
+    "method": Knob("finite_difference", "hypergradient method: first_order, finite_difference "
+                   "or exact (through one unrolled step), neumann or conjugate_gradient "
+                   "(implicit: the lower level taken at a stationary point)",
+                   choices=HYPERGRADIENT_METHODS),
+    "level_methods": Knob("", "per-level methods overriding `method` for the levels named, "
+                          "comma-separated level=method (e.g. w1=conjugate_gradient,w2=exact): "
+                          "how upper levels differentiate through that level"),
+    "neumann_iterations": Knob(5, "terms of the Neumann series for H^-1 v (neumann; each costs "
+                               "one Hessian-vector product)", low=0, high=1000),
+    "neumann_alpha": Knob(0.0, "step of the Neumann series, below 2/lambda_max(H) (0: the "
+                          "level's learning rate)", low=0.0, high=100.0),
+    "cg_iterations": Knob(10, "conjugate-gradient iterations for H^-1 v (conjugate_gradient; "
+                          "each costs one Hessian-vector product)", low=1, high=1000),
+    "cg_tolerance": Knob(1e-6, "conjugate gradient stops once ||v - Hq|| <= tolerance ||v||",
+                         low=0.0, high=1.0),
+    "implicit_damping": Knob(0.0, "neumann and conjugate_gradient invert H + damping*I (> 0 "
+                             "keeps H^-1 v finite where the lower loss is flat or not convex)",
+                             low=0.0, high=1e6),
     "order": Knob("top_down", "level update order: top_down (DARTS code), bottom_up (the "
                   "papers' Algorithm 1), or every level name once, comma-separated (e.g. "
                   "lfm's arch,w1,w2)"),
     "reuse_grad": Knob(False, "lower levels reuse the unroll's gradient for their real step (one "
                        "pass fewer per level; changes DARTS' update order, off by default)"),
-    "fd_gap_every": Knob(1, "measure the finite-difference vs exact hypergradient gap every N "
-                         "epochs on one batch (0: never)", low=0, high=10000),
+    "hypergrad_check_every": Knob(1, "every N epochs, the cosine and relative error of each "
+                                  "upper level's hypergradient by the chosen method(s) against "
+                                  "exact on one batch: hypergrad_cos/<level>, "
+                                  "hypergrad_relerr/<level> (0: never)", low=0, high=10000),
+    "fd_gap_every": Knob(-1, "old name of hypergrad_check_every, kept for existing configs "
+                         "(-1: follow hypergrad_check_every)", low=-1, high=10000),
     "fused_cells": Knob("auto", "run each cell state's outgoing edges as one batch of ops: auto = "
                         "on for inputs up to 16 px (launch-bound there; at 32 px the batched "
                         "tensors cost more in copies than they save on CPU)",

@@ -54,7 +54,6 @@ def build(setup: Setup) -> Built:
         predict=net,
         modules=[net],
         architecture=ArchitectureState.of_supernet(net),
-        gap_level="arch",
         param_count=count_parameters(weights),
     )
 

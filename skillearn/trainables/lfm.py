@@ -218,7 +218,6 @@ def build(setup: Setup) -> Built:
         modules=[net, encoder],
         state={f"w2_buffer.{k}": v for k, v in w2_buffers.items()},
         architecture=ArchitectureState.of_supernet(net),
-        gap_level="arch",
         param_count=count_parameters(w1),
         epoch_report=lfm_report(net, encoder, r, mistake_weights, setup, val_batch,
                                 encoder_kind),

@@ -159,7 +159,7 @@ def build(setup: Setup) -> Built:
     learned = LearnedWeights(b=b, r=r, encoder_params=encoder_params)
     return Built(program=program, predict=predict, modules=[net, encoder],
                  state={f"w2_buffer.{k}": v for k, v in w2_buffers.items()},
-                 gap_level="upper", param_count=count_parameters(w1),
+                 param_count=count_parameters(w1),
                  epoch_report=lfm_dr_report(net, encoder, predict, learned, mistake_weights,
                                             setup))
 
@@ -267,4 +267,5 @@ SKILL = Skill(
     build=build,
     kind="reweighting",
     methods=SECOND_ORDER_METHODS,
+    levels=("w1", "w2", "upper"),
 )

@@ -172,7 +172,7 @@ def build_mwnet(
             artifacts=[weight_function(weight_curve(vnet, losses, weights)),
                        weight_histogram(weights, is_noisy)])
 
-    return Built(program=program, predict=net, modules=[net, vnet], gap_level="theta",
+    return Built(program=program, predict=net, modules=[net, vnet],
                  param_count=count_parameters(w), epoch_report=epoch_report)
 
 
@@ -211,4 +211,5 @@ SKILL = Skill(
     build=build,
     kind="reweighting",
     methods=SECOND_ORDER_METHODS,
+    levels=("w", "theta"),
 )

@@ -69,4 +69,5 @@ SKILL = Skill(
     kind="reweighting",
     methods=SECOND_ORDER_METHODS,
     early_stopping=False,
+    levels=("w", "theta"),
 )

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
-from skillearn.knobs import ConfigError, Knob, Skill
+from skillearn.knobs import ConfigError, Knob, Skill, parse_level_methods
 from skillearn.mlo.order import ORDERS, update_order
 from skillearn.trainables.common import COMMON_KNOBS, KIND_KNOBS
 
@@ -100,12 +100,29 @@ def resolve_config(skill: Skill, overrides: Mapping[str, Any] | None = None) -> 
             )
         config[key] = knobs[key].coerce(key, value)
     check_order(skill, config["order"])
+    check_level_methods(skill, config["level_methods"])
     if config["method"] not in skill.methods:
         raise ConfigError(
             f"skill {skill.name!r} does not support method {config['method']!r}; "
             f"use one of {', '.join(skill.methods)}"
         )
     return config
+
+
+def check_level_methods(skill: Skill, text: str) -> None:
+    """Every `level_methods` entry names one of the skill's lower levels and a method the
+    skill takes."""
+    chosen = parse_level_methods(text)
+    if chosen and not skill.levels:
+        raise ConfigError(f"level_methods: skill {skill.name!r} declares no level names; set "
+                          "method for all levels instead")
+    for level, method in chosen.items():
+        if level not in skill.levels[:-1]:
+            raise ConfigError(f"level_methods: {level!r} is not a lower level of skill "
+                              f"{skill.name!r} (lower levels: {', '.join(skill.levels[:-1])})")
+        if method not in skill.methods:
+            raise ConfigError(f"level_methods: skill {skill.name!r} does not support method "
+                              f"{method!r} for {level!r}; use one of {', '.join(skill.methods)}")
 
 
 def check_order(skill: Skill, order: str) -> None:

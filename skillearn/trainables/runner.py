@@ -12,6 +12,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 import torch
@@ -22,6 +23,7 @@ from skillearn.data.augment import training_augmentation
 from skillearn.trainables.architecture import architecture_report
 from skillearn.trainables.checkpoint import load_checkpoint, save_checkpoint
 from skillearn.trainables.evaluation import class_accuracies, worst_class
+from skillearn.trainables.hypergrad_check import hypergrad_check
 from skillearn.trainables.registry import get_skill, resolve_config
 from skillearn.trainables.retraining import plan_retrain, retrain_genotype
 from skillearn.trainables.setup import Built, Setup, pick_device, resolve_space
@@ -82,10 +84,7 @@ def run_skill(
         progress["epoch"] = epoch + 1
         metrics = _epoch_metrics(built, data, device, cfg, progress, train_loss)
         metrics["ms_per_step"] = 1000.0 * seconds / steps
-        if cfg["fd_gap_every"] and built.gap_level and (epoch + 1) % cfg["fd_gap_every"] == 0:
-            metrics["fd_gap"] = float(
-                built.program.hypergradient_gap(built.gap_level, _next_batches(streams))
-            )
+        metrics.update(hypergrad_check(built.program, cfg, epoch, partial(_next_batches, streams)))
         if epoch + 1 == cfg["epochs"] and cfg["retrain_epochs"] and built.architecture:
             plan = plan_retrain(cfg, data, epochs=cfg["retrain_epochs"])
             genotype = built.architecture.genotype()

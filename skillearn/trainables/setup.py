@@ -15,7 +15,7 @@ import torch
 from skillearn.artifacts import EpochReport
 from skillearn.data import DataBundle
 from skillearn.data.input_size import is_small_input
-from skillearn.knobs import ConfigError
+from skillearn.knobs import ConfigError, parse_level_methods
 from skillearn.mlo import Level, MultilevelProgram
 from skillearn.search_spaces.darts import PRESETS, SpaceConfig, SuperNet
 from skillearn.trainables.architecture import ArchitectureState
@@ -41,7 +41,6 @@ class Built:
       (BatchNorm statistics of weight sets that live outside a module);
     - `architecture`: the searched architecture of a NAS skill (reported each epoch, retrained
       at the end when asked);
-    - `gap_level`: the level whose finite-difference vs exact gap is logged;
     - `epoch_report()`: skill-specific metrics and artifacts, computed once per epoch.
     """
 
@@ -50,7 +49,6 @@ class Built:
     modules: list[torch.nn.Module] = field(default_factory=list)
     state: dict[str, torch.Tensor] = field(default_factory=dict)
     architecture: ArchitectureState | None = None
-    gap_level: str | None = None
     param_count: int = 0
     epoch_report: Callable[[], EpochReport] | None = None
 
@@ -72,10 +70,26 @@ def build_supernet(setup: Setup) -> SuperNet:
     return net
 
 
+# method name -> {keyword of its product: the knob that sets it} (see mlo.implicit)
+METHOD_OPTION_KNOBS: dict[str, dict[str, str]] = {
+    "neumann": {"iterations": "neumann_iterations", "alpha": "neumann_alpha",
+                "damping": "implicit_damping"},
+    "conjugate_gradient": {"iterations": "cg_iterations", "tolerance": "cg_tolerance",
+                           "damping": "implicit_damping"},
+}
+
+
 def program_for(levels: list[Level], config: Mapping[str, Any]) -> MultilevelProgram:
-    """The engine for a skill's levels, with the run's method, order and reuse settings."""
+    """The engine for a skill's levels, with the run's method(s), their settings, order and
+    reuse settings."""
+    for name, method in parse_level_methods(config["level_methods"]).items():
+        for level in levels:
+            if level.name == name:
+                level.method = method
+    options = {method: {keyword: config[knob] for keyword, knob in knobs.items()}
+               for method, knobs in METHOD_OPTION_KNOBS.items()}
     return MultilevelProgram(levels, method=config["method"], order=config["order"],
-                             reuse_unroll_grad=config["reuse_grad"])
+                             reuse_unroll_grad=config["reuse_grad"], method_options=options)
 
 
 def resolve_space(config: Mapping[str, Any], data: DataBundle) -> tuple[SpaceConfig, dict]:
