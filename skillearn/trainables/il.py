@@ -197,8 +197,8 @@ SKILL = Skill(
         "learners": Knob(2, "K: learners, one task (a group of classes) each", low=2, high=10),
         "rounds": Knob(2, "M: rounds of turns l1..lK (K*M lower levels)", low=1, high=5),
         "prox": Knob(10.0, "lambda: pull ||W - W_prev||^2 of each stage toward the stage "
-                     "before (seed: 100, unstable at lr 0.025: see the module docstring)", low=0.0, high=10000.0, tune=True, search=(1.0, 300.0),
-                     log=True),
+                     "before (seed: 100, unstable at lr 0.025: see the module docstring)",
+                     low=0.0, high=10000.0, tune=True, search=(1.0, 300.0), log=True),
         "mode": Knob("interleave", "interleave (the seed), joint (its JL baseline: learners "
                      "independent, no chain) or multitask (one shared network, a head per task)",
                      choices=MODES),
