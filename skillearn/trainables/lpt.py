@@ -165,7 +165,8 @@ def build(setup: Setup) -> Built:
 def selection_report(f: torch.Tensor, testee_wrong: torch.Tensor) -> dict[str, float]:
     """What the created test looks like: its size sum f (as a share of the bank), the spread of
     f, the mean binary entropy of the selection, and f on examples the testee gets wrong vs
-    right (the seed's claim: a hard test weighs the wrong ones more)."""
+    right and the AUC of f ranking wrong above right (the seed's claim: a hard test weighs the
+    wrong ones more)."""
     p = f.clamp(1e-6, 1 - 1e-6)
     entropy = -(p * p.log() + (1 - p) * (1 - p).log()).mean()
     report = {"f_mean": float(f.mean()), "f_std": float(f.std()),
@@ -173,7 +174,14 @@ def selection_report(f: torch.Tensor, testee_wrong: torch.Tensor) -> dict[str, f
     if bool(testee_wrong.any()) and bool((~testee_wrong).any()):
         report["f_on_wrong"] = float(f[testee_wrong].mean())
         report["f_on_right"] = float(f[~testee_wrong].mean())
+        report["f_wrong_auc"] = ranking_auc(f[testee_wrong], f[~testee_wrong])
     return report
+
+
+def ranking_auc(higher: torch.Tensor, lower: torch.Tensor) -> float:
+    """P(a score of `higher` > one of `lower`), ties counted half (Mann-Whitney AUC)."""
+    diff = higher[:, None] - lower[None, :]
+    return float((diff > 0).float().mean() + 0.5 * (diff == 0).float().mean())
 
 
 def image_grid_png(images: torch.Tensor, columns: int = 8) -> bytes:
