@@ -27,6 +27,12 @@ Deviations from the paper that remain:
   lambda < (1 + 0.9) / 0.025 = 76; at 100 the pull oscillates, held only by the norm clip
   (digits, 40 steps: learner 2 stayed at chance, 0.20; at 10 learner 1 reached 0.65). The
   seed's value is `prox=100`; TPE searches 1..300.
+- a stage's real step reads the stage before it one step unrolled, W_prev' (the engine's
+  `reads_lower` convention, as lfm's W2 reads W1'); Algorithm 3 reads the previous stage as
+  just updated. With `first_order` it is read as is. Under a second-order method this also
+  makes the stage at depth j unroll the j stages below it: O((K*M)^2) passes per iteration
+  (benchmarks.step_ratio, digits/reduced: 22x a plain step with finite_difference vs 3.9x for
+  darts);
 - every stage starts from the same initial weights (the paper does not say how they start);
 - the reported `val_acc` is the union of the last round's heads over all classes; each
   learner's own accuracy on its task is `val_acc_l{k}`.
