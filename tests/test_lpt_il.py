@@ -176,6 +176,50 @@ def test_il_stages_are_chained_in_turn_order_and_a_reaches_the_first() -> None:
     assert any(not torch.allclose(first[k], g1[k]) for k in g1)  # the chain adds a term
 
 
+def test_il_architecture_hypergradient_exact_matches_brute_force_through_the_chain() -> None:
+    """A's gradient by the engine (`exact`) against autograd through the K*M = 4 unrolled
+    stages written out by hand, each W' = W - xi grad(L_k(W, A) + lambda ||W - W_prev'||^2)."""
+    built, data = build("il", {**TINY, "w_wd": 0.0, "prox": 3.0, "method": "exact"})
+    program, b = built.program, batches(data, 32)
+    levels = program.levels
+    engine, _ = program.gradient("arch", b)
+
+    arch = {k: v.detach().clone().requires_grad_(True) for k, v in levels["arch"].params.items()}
+    view = {n: lv.params for n, lv in levels.items()} | {"arch": arch}
+    for name in stage_names(2, 2, "interleave"):
+        level = levels[name]
+        loss = level.loss(view, b)
+        grads = torch.autograd.grad(loss, list(level.params.values()), create_graph=True,
+                                    allow_unused=True)  # e.g. a head row of another task
+        xi = level.optimizer.param_groups[0]["lr"]
+        view[name] = {k: v if g is None else v - xi * g
+                      for (k, v), g in zip(level.params.items(), grads, strict=True)}
+    brute = torch.autograd.grad(levels["arch"].loss(view, b), list(arch.values()),
+                                allow_unused=True)  # a one-cell net has no reduction cell
+    used = [(key, ours, theirs) for (key, ours), theirs in zip(engine.items(), brute,
+                                                               strict=True) if theirs is not None]
+    assert used
+    for key, ours, theirs in used:
+        assert theirs.abs().sum() > 0, key
+        torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-7)
+
+
+def test_trials_report_the_learned_quantities_each_epoch() -> None:
+    from skillearn.trainables.runner import run_skill
+
+    lpt: list[dict] = []
+    run_skill("lpt", {**TINY, "steps_per_epoch": 2}, lambda m, _d: lpt.append(dict(m)))
+    for key in ("f_mean", "f_std", "f_entropy", "difficulty", "tester_val_loss", "arch_entropy"):
+        assert key in lpt[-1], key
+    kinds = {(a["kind"], a["name"]) for a in lpt[-1]["artifacts"]}
+    assert {("table", "lpt_top_tests"), ("image", "lpt_top_tests")} <= kinds
+    il: list[dict] = []
+    run_skill("il", {**TINY, "steps_per_epoch": 2}, lambda m, _d: il.append(dict(m)))
+    for key in ("prox_dist_r1_l2", "prox_dist_r2_l1", "prox_dist_r2_l2", "val_acc_l1",
+                "val_acc_l2"):
+        assert key in il[-1], key
+
+
 def test_il_proximal_pull_keeps_stages_close_and_reports_each_learner() -> None:
     def distances(prox: float) -> dict:
         built, data = build("il", {**TINY, "prox": prox, "method": "first_order"})
