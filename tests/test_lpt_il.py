@@ -84,18 +84,19 @@ def test_creator_hypergradient_exact_matches_brute_force_autograd_through_the_un
 def test_the_creator_learns_to_weigh_the_testees_mistakes() -> None:
     """The seed's claim at small scale: C ascends the difficulty, so its test becomes harder
     than the unweighted mean loss and f ranks the examples the testee gets wrong above those it
-    gets right. Digits, tiny net, 60 first-order steps, creator_lr 10x the seed's so that C
+    gets right. Digits, tiny net, 30 first-order steps, creator_lr 20x the seed's so that C
     learns in that time; three seeds, because the testee moves under C too. Measured on 2 cores
-    (seeds 0, 1, 2): difficulty - mean loss 0.025, 0.18, 0.17; f_wrong_auc 0.53, 0.64, 0.80."""
+    (seeds 0, 1, 2): difficulty - mean loss 0.108, 0.187, 0.114; f_wrong_auc 0.73, 0.61, 0.82
+    (at 10x and 60 steps: 0.025, 0.18, 0.17 and 0.53, 0.64, 0.80)."""
     gaps, aucs = [], []
     for seed in (0, 1, 2):
-        built, data = build("lpt", {"dataset": "digits", **TINY_NET, "creator_lr": 3e-3,
+        built, data = build("lpt", {"dataset": "digits", **TINY_NET, "creator_lr": 6e-3,
                                     "method": "first_order", "seed": seed})
         before = built.epoch_report().metrics
         assert before["f_std"] == 0.0  # C starts neutral: every f = 1/2
         train = iter(BatchStream(data.train, 64, seed=0))
         val = iter(BatchStream(data.val, 64, seed=1))
-        for _ in range(60):
+        for _ in range(30):
             built.program.step({"train": next(train), "val": next(val)})
         after = built.epoch_report().metrics
         with torch.no_grad():
@@ -104,8 +105,8 @@ def test_the_creator_learns_to_weigh_the_testees_mistakes() -> None:
         gaps.append(after["difficulty"] - mean_loss)
         aucs.append(after["f_wrong_auc"])
         assert after["f_std"] > 0.01
-    assert min(gaps) > 0.0 and sum(gaps) / 3 > 0.05
-    assert sum(aucs) / 3 > 0.55
+    assert min(gaps) > 0.03 and sum(gaps) / 3 > 0.06
+    assert sum(aucs) / 3 > 0.6
 
 
 def test_the_creator_level_ascends_and_the_ablations_change_the_levels() -> None:
