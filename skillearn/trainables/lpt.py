@@ -29,6 +29,8 @@ Deviations from the paper that remain:
 - C starts at zero (f = 1/2 for every example: no preference before it learns one); the
   paper does not say how C is initialised.
 - The hypergradient keeps C's direct path through f (the seed's eq. 23 drops it).
+With `method=first_order` (xi = 0) C learns from the difficulty's direct path through f only:
+E' = E, so the meaningfulness term has no gradient on C and lambda does nothing.
 Ablations of the seed: `ablation=difficulty_only` drops the meaningfulness term (lambda = 0);
 `ablation=test_only` trains the tester on the created test only (no D_er^(tr) term).
 """
