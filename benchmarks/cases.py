@@ -34,7 +34,7 @@ NAIVE_PLAIN = "naive/plain"
 NAIVE_FIRST_ORDER = "naive/first_order"
 NAIVE_SECOND_ORDER = "naive/second_order"
 NAIVE_LABELS = (NAIVE_PLAIN, NAIVE_FIRST_ORDER, NAIVE_SECOND_ORDER)
-SKILLS = ("darts", "lfm")
+SKILLS = ("darts", "lfm", "lpt", "il")
 METHODS = tuple(HYPERGRADIENT_METHODS)  # the engine's registry
 
 

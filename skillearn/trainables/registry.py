@@ -23,6 +23,8 @@ _SKILL_MODULES: dict[str, str] = {
     "mwnet": "skillearn.trainables.mwnet",
     "mwnet_nas": "skillearn.trainables.mwnet_nas",
     "lfm_dr": "skillearn.trainables.lfm_dr",
+    "lpt": "skillearn.trainables.lpt",
+    "il": "skillearn.trainables.il",
     "ce": "skillearn.trainables.baselines:CE",
     "focal": "skillearn.trainables.baselines:FOCAL",
     "class_balanced": "skillearn.trainables.baselines:CLASS_BALANCED",
