@@ -161,7 +161,6 @@ def build(setup: Setup) -> Built:
         modules=[net],
         state={f"{n}.buffer.{k}": v for n in names for k, v in stage_buffers[n].items()},
         architecture=ArchitectureState.of_supernet(net),
-        gap_level="arch",
         param_count=count_parameters(stage_weights[names[0]]),
         epoch_report=il_report(predict, stage_weights, previous, tasks, setup),
     )

@@ -158,7 +158,6 @@ def build(setup: Setup) -> Built:
         predict=net,
         modules=[net, tester],
         architecture=ArchitectureState.of_supernet(net),
-        gap_level="arch",
         param_count=count_parameters(weights),
         epoch_report=lpt_report(net, tester, setup, encoder_kind),
     )
