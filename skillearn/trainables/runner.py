@@ -22,6 +22,7 @@ from skillearn.data.augment import training_augmentation
 from skillearn.search_spaces.darts import architecture_entropy
 from skillearn.trainables.checkpoint import load_checkpoint, save_checkpoint
 from skillearn.trainables.evaluation import class_accuracies, worst_class
+from skillearn.trainables.fairness import fairness_metrics
 from skillearn.trainables.registry import get_skill, resolve_config
 from skillearn.trainables.retraining import plan_retrain, retrain_genotype
 from skillearn.trainables.setup import Built, Setup, pick_device, resolve_space
@@ -169,6 +170,7 @@ def _epoch_metrics(
         "search_time_s": progress["search_time_s"],
         "peak_mem_mb": peak_memory_mb(device),
     }
+    metrics.update(fairness_metrics(built.predict, data, device))  # {} without an attribute
     if built.alphas is not None:
         alphas = built.alphas()
         metrics["arch_entropy"] = float(
