@@ -1,9 +1,10 @@
 """Learning by Grouping for fair NAS (LBG / DALBG; thesis 004 ch. 2, Algorithm 2).
 
-    T*(C)     = argmin_T sum_n -G_n(C) log f_{j_n}(x_n; T)                 level `gam`
+    T*(C)     = argmin_T sum_n -G_n(C) log f_{j_n}(x_n; T)             level `gam`
     S*(T*, A) = argmin_S sum_n E_n l(f(x_n; S_jn, A_jn), y_n) + lam sum_k M_k
-                                                                         level `experts`, reads `gam`
-    C, A      = argmin sum_i -log( E_i * p(y_i | x_i; S*_ji, A_ji) )     level `group`, reads both
+                                                               level `experts`, reads `gam`
+    C, A      = argmin sum_i -log( E_i * p(y_i | x_i; S*_ji, A_ji) )
+                                                      level `group`, reads `gam` and `experts`
     j_n = argmax_k C_nk, G_n = C_{n j_n}   (C = softmax of per-training-example logits, N x K)
     j^_n = argmax_k f_k(x_n; T), E_n = f_{j^_n}(x_n; T)   (the group-assignment model's choice)
 
