@@ -19,6 +19,10 @@ from scipy.stats import ttest_ind
 
 from skillearn.trainables.runner import run_skill
 
+def sd(values: list[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
 METRICS = ("test_acc", "test_eo_diff", "test_dp_diff", "test_worst_group_acc")
 
 
@@ -39,6 +43,8 @@ def main() -> None:
             metrics = run_skill(skill, config, lambda m, c: None)
             row = {k: metrics[k] for k in METRICS}
             row["seconds"] = time.perf_counter() - started
+            if skill == "fair":  # learned groups (rows) against the attribute (columns), train
+                row["group_vs_sensitive"] = json.loads(metrics["group_vs_sensitive"])
             results[skill].append(row)
             print(skill, seed, json.dumps(row), flush=True)
     print(f"| metric | darts | fair (lam={args.lam}) | Welch p |\n|---|---|---|---|")
@@ -48,13 +54,14 @@ def main() -> None:
         b = [r[key] for r in results["fair"]]
         p = float(ttest_ind(a, b, equal_var=False).pvalue) if len(seeds) > 1 else float("nan")
         summary[key] = {"darts": a, "fair": b, "welch_p": p}
-        sd = (lambda v: statistics.stdev(v) if len(v) > 1 else 0.0)
         print(f"| {key} | {statistics.mean(a):.4f} ± {sd(a):.4f} | "
               f"{statistics.mean(b):.4f} ± {sd(b):.4f} | {p:.3f} |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"seeds": seeds, "epochs": args.epochs, "lam": args.lam,
-                       "machine": "2-core AMD EPYC, CPU only", "results": summary}, f, indent=1)
+                       "machine": "2-core AMD EPYC, CPU only", "results": summary,
+                       "fair_group_vs_sensitive": [r["group_vs_sensitive"]
+                                                   for r in results["fair"]]}, f, indent=1)
 
 
 if __name__ == "__main__":
