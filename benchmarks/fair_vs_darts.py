@@ -19,6 +19,7 @@ from scipy.stats import ttest_ind
 
 from skillearn.trainables.runner import run_skill
 
+
 def sd(values: list[float]) -> float:
     return statistics.stdev(values) if len(values) > 1 else 0.0
 
