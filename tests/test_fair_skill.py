@@ -204,5 +204,5 @@ def test_a_run_reports_the_grouping_and_fairness() -> None:
     table = json.loads(metrics["group_vs_sensitive"])
     assert sum(map(sum, table)) == sum(sizes)
     assert {"test_dp_diff", "test_eo_diff", "val_worst_group_acc", "c_confidence",
-            "gam_confidence", "mmd", "expert_genotypes"} <= set(metrics)
+            "gam_confidence", "mmd_per_group", "expert_genotypes"} <= set(metrics)
     assert len(json.loads(metrics["expert_genotypes"])) == 2

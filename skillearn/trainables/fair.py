@@ -52,6 +52,7 @@ from skillearn.trainables.weights import count_parameters, run_with
 LEVELS = ("gam", "experts", "group")
 MMD_KINDS = ("linear", "gaussian")
 GAUSSIAN_SCALES = (0.25, 0.5, 1.0, 2.0, 4.0)  # DAN: bandwidths 2^-2 .. 2^2 of the base
+EVAL_BATCH = 512  # examples per forward pass of the per-epoch diagnostics
 
 
 def kernel_matrix(phi: torch.Tensor, kind: str) -> torch.Tensor:
@@ -202,22 +203,29 @@ def build(setup: Setup) -> Built:
         assigned = assignment()
         sizes = torch.bincount(assigned, minlength=groups)
         c_confidence = torch.softmax(c_logits.detach(), 1).max(1).values
-        train_x = data.train.x.to(device)
-        _, gam_group, gam_confidence = routing(current, train_x)
-        logits, embeddings = expert_outputs(current, train_x)
-        probs = torch.softmax(run_with(gam, train_x, gam_params), dim=1)
+        gam_group, gam_confidence, mmd = [], [], torch.zeros(groups)
+        chunks = range(0, len(data.train), EVAL_BATCH)
+        for start in chunks:  # M_k per chunk, averaged: a 32 px split does not fit at once
+            x = data.train.x[start : start + EVAL_BATCH].to(device)
+            probs, group, confidence = routing(current, x)
+            _, embeddings = expert_outputs(current, x)
+            gam_group.append(group.cpu())
+            gam_confidence.append(confidence.cpu())
+            mmd += torch.tensor([float(soft_mmd(phi, probs[:, k], cfg["mmd"]))
+                                 for k, phi in enumerate(embeddings)])
+        mmd /= len(chunks)
         metrics = {
             "group_sizes": json.dumps(sizes.tolist()),
             "c_confidence": float(c_confidence.mean()),
-            "gam_confidence": float(gam_confidence.mean()),
-            "gam_agrees_with_c": float((gam_group.cpu() == assigned).float().mean()),
-            "mmd": json.dumps([round(float(soft_mmd(phi, probs[:, k], cfg["mmd"])), 6)
-                               for k, phi in enumerate(embeddings)]),
+            "gam_confidence": float(torch.cat(gam_confidence).mean()),
+            "gam_agrees_with_c": float((torch.cat(gam_group) == assigned).float().mean()),
+            "mmd_per_group": json.dumps([round(float(v), 6) for v in mmd]),
             "expert_genotypes": json.dumps([net.genotype().to_json() for net in experts]),
         }
         sensitive = data.train.sensitive
         if sensitive is not None:  # evaluation only: how the learned groups align with it
-            table = torch.zeros(groups, int(sensitive.max()) + 1, dtype=torch.long)
+            width = max(len(data.sensitive_groups), int(sensitive.max()) + 1)
+            table = torch.zeros(groups, width, dtype=torch.long)
             table.index_put_((assigned, sensitive.cpu()), torch.ones_like(assigned),
                              accumulate=True)
             metrics["group_vs_sensitive"] = json.dumps(table.tolist())
