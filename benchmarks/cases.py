@@ -34,7 +34,7 @@ NAIVE_PLAIN = "naive/plain"
 NAIVE_FIRST_ORDER = "naive/first_order"
 NAIVE_SECOND_ORDER = "naive/second_order"
 NAIVE_LABELS = (NAIVE_PLAIN, NAIVE_FIRST_ORDER, NAIVE_SECOND_ORDER)
-SKILLS = ("darts", "lfm", "lpt", "il")
+SKILLS = ("darts", "lfm", "lpt", "il", "fair")
 METHODS = tuple(HYPERGRADIENT_METHODS)  # the engine's registry
 
 
@@ -137,7 +137,7 @@ def skill_config(skill: str, method: str, device: torch.device, variant: Variant
                                  "batch_size": variant.batch, "seed": seed}
     if order is not None:
         overrides["order"] = order
-    if skill == "lfm" and not torchvision_available() and variant.input_shape[-1] > 16:
+    if skill in ("lfm", "fair") and not torchvision_available() and variant.input_shape[-1] > 16:
         overrides["encoder"] = "small"  # the ResNet encoder needs torchvision
     return resolve_config(get_skill(skill), overrides)
 

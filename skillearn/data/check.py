@@ -6,7 +6,7 @@ import math
 from numbers import Integral, Real
 
 from .errors import DataError
-from .registry import LOADERS, ROOT_CHECKS, available_datasets
+from .registry import ATTRIBUTE_CHECKS, LOADERS, ROOT_CHECKS, available_datasets
 from .spec import DataSpec
 
 NOISE_TYPES = ("uniform", "flip", "flip2", "pair")
@@ -62,6 +62,19 @@ def check_data_spec(spec: DataSpec) -> None:
         )
     if spec.limit is not None and (not _is_int(spec.limit) or spec.limit < 2):
         raise DataError(f"limit must be None or an integer >= 2, got {spec.limit!r}")
+    for field in ("target_attribute", "sensitive_attribute"):
+        if not isinstance(getattr(spec, field), str):
+            raise DataError(f"{field} must be a string (a column name), got "
+                            f"{getattr(spec, field)!r}")
+    c = spec.group_correlation
+    if not (_is_real(c) and 0.0 <= c <= 1.0):
+        raise DataError(f"group_correlation must be a number in [0, 1], got {c!r}")
+    attribute_check = ATTRIBUTE_CHECKS.get(spec.name)
+    if attribute_check is not None:
+        attribute_check(spec)
+    elif spec.target_attribute or spec.sensitive_attribute:
+        raise DataError(f"dataset {spec.name!r} has no attribute columns; target_attribute and "
+                        f"sensitive_attribute apply to {', '.join(sorted(ATTRIBUTE_CHECKS))}")
     root_check = ROOT_CHECKS.get(spec.name)
     if root_check is not None:
         root_check(spec)

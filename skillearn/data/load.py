@@ -34,12 +34,15 @@ def _to_float(x: np.ndarray, scale: float) -> torch.Tensor:
     return t.div_(scale) if scale != 1.0 else t
 
 
-def _split(x: torch.Tensor, y: np.ndarray, clean_y: np.ndarray, ids: np.ndarray) -> Split:
+def _split(x: torch.Tensor, y: np.ndarray, clean_y: np.ndarray, ids: np.ndarray,
+           sensitive: np.ndarray | None = None) -> Split:
     return Split(
         x=x,
         y=torch.from_numpy(np.asarray(y, dtype=np.int64).copy()),
         clean_y=torch.from_numpy(np.asarray(clean_y, dtype=np.int64).copy()),
         index=torch.from_numpy(np.asarray(ids, dtype=np.int64).copy()),
+        sensitive=None if sensitive is None else torch.from_numpy(
+            np.asarray(sensitive, dtype=np.int64).copy()),
     )
 
 
@@ -130,17 +133,21 @@ def load_data(spec: DataSpec) -> DataBundle:
     def norm(x: torch.Tensor) -> torch.Tensor:
         return x.sub_(mean.view(1, -1, 1, 1)).div_(std.view(1, -1, 1, 1))
 
-    def clean_split(ids: np.ndarray) -> Split:
-        return _split(norm(_to_float(raw.x[ids], raw.scale)), raw.y[ids], raw.y[ids], ids)
+    def groups(ids: np.ndarray) -> np.ndarray | None:
+        return None if raw.sensitive is None else raw.sensitive[ids]
 
-    train = _split(norm(train_x), train_y, clean_train_y, train_idx)
+    def clean_split(ids: np.ndarray) -> Split:
+        return _split(norm(_to_float(raw.x[ids], raw.scale)), raw.y[ids], raw.y[ids], ids,
+                      groups(ids))
+
+    train = _split(norm(train_x), train_y, clean_train_y, train_idx, groups(train_idx))
     val = clean_split(val_idx)
     meta = clean_split(meta_idx) if meta_idx is not None else None
     if raw.has_official_test:
         assert raw.test_x is not None and raw.test_y is not None
         test_ids = n_source + np.arange(len(raw.test_y), dtype=np.int64)
         tx = norm(_to_float(raw.test_x, raw.scale))
-        test = _split(tx, raw.test_y, raw.test_y, test_ids)
+        test = _split(tx, raw.test_y, raw.test_y, test_ids, raw.test_sensitive)
     else:
         test = clean_split(test_idx)
 
@@ -173,6 +180,14 @@ def load_data(spec: DataSpec) -> DataBundle:
         "norm_mean": [float(v) for v in mean],
         "norm_std": [float(v) for v in std],
     }
+    if raw.sensitive is not None:
+        record["sensitive_attribute"] = raw.sensitive_name
+        record["sensitive_groups"] = list(raw.sensitive_groups)
+        record["group_counts"] = {
+            name: _counts(split.sensitive.numpy(), len(raw.sensitive_groups))
+            for name, split in (("train", train), ("val", val), ("test", test))
+            if split.sensitive is not None
+        }
     return DataBundle(
         name=spec.name,
         train=train,
@@ -183,6 +198,8 @@ def load_data(spec: DataSpec) -> DataBundle:
         input_shape=tuple(int(d) for d in raw.x.shape[1:]),  # type: ignore[arg-type]
         classes=list(raw.classes),
         record=record,
+        sensitive_name=raw.sensitive_name,
+        sensitive_groups=tuple(raw.sensitive_groups),
     )
 
 
@@ -195,6 +212,9 @@ def _channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _validate_raw(spec: DataSpec, raw: RawData, num_classes: int) -> None:
     """Loaders are trusted but files are not: fail clearly on impossible labels."""
+    if raw.has_official_test and (raw.sensitive is None) != (raw.test_sensitive is None):
+        raise DataError(f"dataset {spec.name!r}: the protected attribute must be given for both "
+                        "the data and its official test split, or for neither")
     labels = [raw.y] + ([raw.test_y] if raw.test_y is not None else [])
     for y in labels:
         if len(y) and (y.min() < 0 or y.max() >= num_classes):

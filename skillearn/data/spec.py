@@ -25,6 +25,10 @@ class DataSpec:
     imbalance: float = 1.0
     meta_per_class: int = 0
     limit: int | None = None
+    # datasets with a protected attribute (digits_groups, celeba, isic2018); "" = its default
+    target_attribute: str = ""
+    sensitive_attribute: str = ""
+    group_correlation: float = 0.9  # digits_groups: P(attribute agrees with the label half)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serialisable dict of the fields (for records and run parameters).
@@ -50,4 +54,7 @@ def data_spec(config: Mapping[str, Any]) -> DataSpec:
         noise_type=config["noise_type"],
         imbalance=float(config["imbalance"]),
         meta_per_class=int(config.get("meta_per_class", 0)),
+        target_attribute=config.get("target_attribute", ""),
+        sensitive_attribute=config.get("sensitive_attribute", ""),
+        group_correlation=config.get("group_correlation", 0.9),
     )

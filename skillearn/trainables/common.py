@@ -16,6 +16,14 @@ COMMON_KNOBS: dict[str, Knob] = {
     "dataset": Knob("digits", "dataset name (see `skillearn datasets`)"),
     "data_root": Knob("", "folder holding the dataset files (CIFAR, ImageFolder)"),
     "download": Knob(False, "let torchvision download CIFAR into data_root"),
+    "target_attribute": Knob("", "label column of an attribute dataset (celeba: any of its 40 "
+                             "attributes, default Attractive; isic2018: dx)"),
+    "sensitive_attribute": Knob("", "protected-attribute column, used only for fairness "
+                                "metrics (celeba default Male; isic2018: sex or age; "
+                                "digits_groups: inverted)"),
+    "group_correlation": Knob(0.9, "digits_groups: how often the protected attribute agrees "
+                              "with the label's half in train/val (test: independent)",
+                              low=0.0, high=1.0),
     "noise_rate": Knob(0.0, "label-noise rate on the training split", low=0.0, high=0.95),
     "noise_type": Knob("uniform", "label-noise model: uniform (any class), flip (one seeded "
                        "target per class), flip2 (two seeded targets, rate/2 each; seed 000), "

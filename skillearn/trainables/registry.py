@@ -25,6 +25,7 @@ _SKILL_MODULES: dict[str, str] = {
     "lfm_dr": "skillearn.trainables.lfm_dr",
     "lpt": "skillearn.trainables.lpt",
     "il": "skillearn.trainables.il",
+    "fair": "skillearn.trainables.fair",
     "ce": "skillearn.trainables.baselines:CE",
     "focal": "skillearn.trainables.baselines:FOCAL",
     "class_balanced": "skillearn.trainables.baselines:CLASS_BALANCED",

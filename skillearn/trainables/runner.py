@@ -23,6 +23,7 @@ from skillearn.data.augment import training_augmentation
 from skillearn.trainables.architecture import architecture_report
 from skillearn.trainables.checkpoint import load_checkpoint, save_checkpoint
 from skillearn.trainables.evaluation import class_accuracies, worst_class
+from skillearn.trainables.fairness import fairness_metrics
 from skillearn.trainables.hypergrad_check import hypergrad_check
 from skillearn.trainables.registry import get_skill, resolve_config
 from skillearn.trainables.retraining import plan_retrain, retrain_genotype
@@ -178,6 +179,7 @@ def _epoch_metrics(
     if built.epoch_report is not None:
         report.merge(built.epoch_report())
     metrics: dict[str, Any] = dict(report.metrics)
+    metrics.update(fairness_metrics(built.predict, data, device))  # {} without an attribute
     for key in ("train_loss", "val_acc"):
         if not math.isfinite(metrics[key]):
             raise NonFiniteError(f"{key} is {metrics[key]}")
