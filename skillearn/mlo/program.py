@@ -33,6 +33,7 @@ from skillearn.mlo.unroll import UnrolledStep, check_unrollable, unrolled_step
 
 if TYPE_CHECKING:
     from skillearn.mlo.methods import MixedProduct
+    from skillearn.mlo.timing import LevelTimer
 
 class MultilevelProgram:
     """An ordered list of levels (lowest first) and the hypergradient method they share.
@@ -72,6 +73,10 @@ class MultilevelProgram:
         self.fd_radius = fd_radius
         self.reuse_unroll_grad = reuse_unroll_grad
         self.iteration = 0
+        # levels that skip their steps for now (an architecture warm-up), and an optional
+        # `timing.LevelTimer` that sums each level's step time
+        self.paused: set[str] = set()
+        self.timer: LevelTimer | None = None
         # level name -> (iteration, gradient, loss) from an unroll, for reuse_unroll_grad
         self._unroll_cache: dict[str, tuple[int, ParamDict, torch.Tensor]] = {}
 
@@ -84,10 +89,15 @@ class MultilevelProgram:
         losses: dict[str, torch.Tensor] = {}
         for name in self.sequence:
             level = self.levels[name]
-            if self.iteration % level.every:
+            if self.iteration % level.every or name in self.paused:
                 continue
-            grads, loss = self._reused(name) or self.gradient(name, batches)
-            self._apply(level, grads)
+            if self.timer is None:
+                grads, loss = self._reused(name) or self.gradient(name, batches)
+                self._apply(level, grads)
+            else:
+                with self.timer(name, next(iter(level.params.values())).device):
+                    grads, loss = self._reused(name) or self.gradient(name, batches)
+                    self._apply(level, grads)
             losses[name] = loss
         self.iteration += 1
         self._unroll_cache.clear()

@@ -139,12 +139,13 @@ def build(setup: Setup) -> Built:
              + 1e-3 * torch.randn(val_batch, device=device)).requires_grad_(True)
     else:
         r = torch.ones(len(data.val), device=device, requires_grad=True)
+    arch_names = tuple(net.arch_parameters())  # alphas, plus a backbone's own (PC-DARTS' beta)
     upper = {**net.arch_parameters(), "r": r,
              **{f"V.{k}": v for k, v in encoder.named_parameters()}}
     weigh = {"similarity": cfg["similarity"], "ablate": cfg["ablate"]}
 
     def split_upper(p):
-        arch = {k: p["arch"][k] for k in ALPHAS}
+        arch = {k: p["arch"][k] for k in arch_names}
         enc = {k[2:]: v for k, v in p["arch"].items() if k.startswith("V.")}
         return arch, enc, p["arch"]["r"]
 
@@ -182,7 +183,7 @@ def build(setup: Setup) -> Built:
     w1_opt, w2_opt = sgd(w1), sgd(w2)
     per_group = cfg["upper_clip"] == "per_group"
     groups = [
-        {"params": [upper[k] for k in ALPHAS], "lr": cfg["arch_lr"],
+        {"params": [upper[k] for k in arch_names], "lr": cfg["arch_lr"],
          "weight_decay": cfg["arch_wd"]},
         {"params": [v for k, v in upper.items() if k.startswith("V.")], "lr": cfg["encoder_lr"],
          "weight_decay": cfg["encoder_wd"]},

@@ -15,6 +15,7 @@ from typing import Any
 
 from skillearn.knobs import ConfigError, Knob, Skill
 from skillearn.mlo.order import ORDERS, update_order
+from skillearn.trainables.backbone_knobs import apply_backbone
 from skillearn.trainables.common import COMMON_KNOBS, KIND_KNOBS
 
 _SKILL_MODULES: dict[str, str] = {
@@ -100,6 +101,7 @@ def resolve_config(skill: Skill, overrides: Mapping[str, Any] | None = None) -> 
             )
         config[key] = knobs[key].coerce(key, value)
     check_order(skill, config["order"])
+    apply_backbone(knobs, config, overrides or {})
     if config["method"] not in skill.methods:
         raise ConfigError(
             f"skill {skill.name!r} does not support method {config['method']!r}; "

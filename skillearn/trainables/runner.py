@@ -20,6 +20,7 @@ import torch
 from skillearn.data import BatchStream, DataBundle, data_spec, load_data
 from skillearn.data.augment import training_augmentation
 from skillearn.search_spaces.darts import architecture_entropy
+from skillearn.trainables.backbones import BackboneRun
 from skillearn.trainables.checkpoint import load_checkpoint, save_checkpoint
 from skillearn.trainables.evaluation import class_accuracies, worst_class
 from skillearn.trainables.registry import get_skill, resolve_config
@@ -63,7 +64,9 @@ def run_skill(
     seed_everything(cfg["seed"])
     data = load_data(data_spec(cfg))
     space, _ = resolve_space(cfg, data)
-    built: Built = skill.build(Setup(config=cfg, data=data, device=device, space=space))
+    backbone = BackboneRun(skill, Setup(config=cfg, data=data, device=device, space=space),
+                           resume_from)
+    built: Built = backbone.built
 
     progress: dict[str, Any] = {"epoch": 0, "search_time_s": 0.0, "alpha_history": []}
     if resume_from:
@@ -86,12 +89,15 @@ def run_skill(
             metrics["fd_gap"] = float(
                 built.program.hypergradient_gap(built.gap_level, _next_batches(streams))
             )
-        if epoch + 1 == cfg["epochs"] and cfg["retrain_epochs"] and built.genotype:
+        last = epoch + 1 == cfg["epochs"] or backbone.stopped  # DARTS+ may end the search
+        if last and cfg["retrain_epochs"] and built.genotype:
             plan = plan_retrain(cfg, data, epochs=cfg["retrain_epochs"])
             metrics.update(retrain_genotype(built.genotype(), data, device, plan, cfg["seed"]))
         with tempfile.TemporaryDirectory(prefix="skillearn-ckpt-") as directory:
             save_checkpoint(directory, built, progress)
             report(metrics, directory)
+        if backbone.stopped:
+            break
     return metrics
 
 
