@@ -27,14 +27,19 @@ def dominant_hessian_eigenvalue(
     """
     leaves = [p.detach().requires_grad_(True) for p in params]
     with torch.enable_grad():
-        grads = torch.autograd.grad(loss_at(leaves), leaves, create_graph=True)
+        # a parameter the loss does not read (the reduction alphas of a net without a
+        # reduction cell) has a zero row and column in the Hessian
+        grads = torch.autograd.grad(loss_at(leaves), leaves, create_graph=True,
+                                    allow_unused=True)
+        if all(g is None for g in grads):
+            return 0.0
         v = [torch.randn(p.shape, generator=generator, dtype=p.dtype).to(p.device)
              for p in leaves]
         norm = global_norm(v)
         v = [t / norm for t in v]
         estimate = 0.0
         for _ in range(iters):
-            inner = sum((g * t).sum() for g, t in zip(grads, v, strict=True))
+            inner = sum((g * t).sum() for g, t in zip(grads, v, strict=True) if g is not None)
             hv = torch.autograd.grad(inner, leaves, retain_graph=True, allow_unused=True)
             hv = [torch.zeros_like(t) if h is None else h.detach() for h, t in zip(hv, v,
                                                                                      strict=True)]

@@ -209,7 +209,9 @@ class PartialFusedCell(FusedSearchCell):
         return channel_shuffle(torch.cat([mixed, rest], dim=2), self.k, dim=2)
 
     def edgewise_keys(self) -> list[tuple[str, str, slice | None]]:
-        return []  # no edge-by-edge twin to convert to
+        """Keys of the edge-by-edge twin (:class:`VariantCell`, ``edges.{e}._ops...``)."""
+        return [("edges." + darts.removeprefix("_ops."), fused, rows)
+                for darts, fused, rows in super().edgewise_keys()]
 
 
 class VariantSuperNet(SuperNet):

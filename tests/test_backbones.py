@@ -1,0 +1,228 @@
+"""Search backbones (PC-DARTS, P-DARTS, DARTS−, DARTS+) and the diagnostics of every NAS trial."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from skillearn.mlo.curvature import dominant_hessian_eigenvalue
+from skillearn.search_spaces.darts import SpaceConfig
+from skillearn.search_spaces.darts.genotype import derive_from_strengths, skip_count
+from skillearn.search_spaces.darts.space import REDUCED_OPS
+from skillearn.search_spaces.darts.variants import (
+    PartialMixedEdge,
+    Variant,
+    VariantSuperNet,
+    channel_shuffle,
+)
+from skillearn.trainables import ConfigError, get_skill, resolve_config
+from skillearn.trainables.backbones import darts_minus_coefficient, prune_ops, stage_epochs
+from skillearn.trainables.runner import run_skill
+from skillearn.trainables.weights import run_with
+from tests.test_trainables import TINY, Collector
+
+SPACE = SpaceConfig(ops=REDUCED_OPS, nodes=2, cells=3, channels=8, in_channels=1)
+
+
+def test_channel_shuffle_interleaves_the_groups() -> None:
+    x = torch.arange(8.0).view(1, 8, 1, 1)
+    assert channel_shuffle(x, 4).flatten().tolist() == [0, 2, 4, 6, 1, 3, 5, 7]
+    assert channel_shuffle(x, 1) is x
+    stacked = torch.randn(2, 3, 8, 4, 4)  # (N, edges, C, H, W): the fused cell's layout
+    for e in range(3):
+        assert torch.equal(channel_shuffle(stacked, 4, dim=2)[:, e],
+                           channel_shuffle(stacked[:, e], 4))
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_partial_channel_edge_mixes_a_quarter_and_passes_the_rest(stride: int) -> None:
+    edge = PartialMixedEdge(8, stride, REDUCED_OPS, k=4).eval()
+    convs = [m for m in edge.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(c.in_channels == 2 for c in convs)  # the ops see C/K channels
+    x = torch.randn(3, 8, 6, 6)
+    out = edge(x, torch.zeros(len(REDUCED_OPS)))  # ops weighted 0: only the bypass is left
+    assert out.shape == (3, 8, 6 // stride, 6 // stride)
+    rest = x[:, 2:] if stride == 1 else F.max_pool2d(x[:, 2:], 2, 2)
+    unshuffled = torch.cat([torch.zeros_like(x[:, :2, ::stride, ::stride]), rest], 1)
+    assert torch.equal(out, channel_shuffle(unshuffled, 4))
+
+
+def _pair(variant: Variant) -> tuple[VariantSuperNet, VariantSuperNet]:
+    torch.manual_seed(0)
+    fused = VariantSuperNet(SPACE, fused=True, variant=variant)
+    edgewise = VariantSuperNet(SPACE, fused=False, variant=variant)
+    edgewise.load_state_dict(fused.edgewise_state_dict())
+    return fused, edgewise
+
+
+def test_pc_darts_fused_and_edge_by_edge_cells_compute_the_same_function() -> None:
+    fused, edgewise = _pair(Variant(partial_channels=4, edge_norm=True))
+    with torch.no_grad():
+        fused.beta_normal.copy_(torch.randn(5))
+    edgewise.load_state_dict(fused.edgewise_state_dict())
+    x = torch.randn(4, 1, 8, 8)
+    torch.testing.assert_close(fused(x), edgewise(x), rtol=1e-4, atol=1e-5)
+
+
+def test_beta_enters_the_forward_and_the_genotype() -> None:
+    net = VariantSuperNet(SPACE, fused=True, variant=Variant(partial_channels=4, edge_norm=True))
+    assert {"beta_normal", "beta_reduce"} <= set(net.arch_parameters())
+    assert not {"beta_normal", "beta_reduce"} & set(net.weight_parameters())
+    x = torch.randn(4, 1, 8, 8)
+    net(x).sum().backward()
+    assert net.beta_normal.grad is not None and net.beta_normal.grad.abs().sum() > 0
+    changed = {"beta_normal": net.beta_normal.detach() + torch.tensor([5.0, 0, 0, 0, 0])}
+    assert not torch.allclose(run_with(net, x, changed), net(x))
+
+    # node 1 reads states 0, 1, 2 (rows 2, 3, 4); alpha favours row 2 strongly...
+    with torch.no_grad():
+        net.alpha_normal.zero_()
+        net.alpha_normal[:, 2] = torch.tensor([1.0, 1.0, 4.0, 2.0, 1.0])
+        net.beta_normal.zero_()
+    assert [j for _, j in net.genotype().normal[2:]] == [0, 1]
+    with torch.no_grad():  # ...but beta weights row 2 to almost nothing: edge strength drops it
+        net.beta_normal.copy_(torch.tensor([0.0, 0.0, -10.0, 0.0, 0.0]))
+    assert sorted(j for _, j in net.genotype().normal[2:]) == [1, 2]
+
+
+def test_p_darts_pruning_keeps_the_top_ops_by_alpha() -> None:
+    ops = ("none", "max_pool_3x3", "skip_connect", "sep_conv_3x3", "dil_conv_3x3")
+    alpha = torch.tensor([[0.0, 3.0, 1.0, 2.0, -1.0], [5.0, 0.0, 0.0, 1.0, 2.0]])
+    mask = prune_ops(alpha, (ops, ops), 3, ops)
+    assert mask.tolist() == [[False, True, True, True, False], [True, False, False, True, True]]
+    # a second pruning reads alpha's columns in the edge's current op order
+    current = (("max_pool_3x3", "skip_connect", "sep_conv_3x3"),) * 2
+    mask = prune_ops(torch.tensor([[0.0, 2.0, 1.0], [3.0, 0.0, 1.0]]), current, 2, ops)
+    kept = [[op for op, k in zip(ops, row, strict=True) if k] for row in mask.tolist()]
+    assert kept == [["skip_connect", "sep_conv_3x3"], ["max_pool_3x3", "sep_conv_3x3"]]
+
+
+def test_p_darts_skip_limit_strikes_the_weakest_skips() -> None:
+    ops = (("skip_connect", "sep_conv_3x3"),) * 9  # 3 nodes: 2 + 3 + 4 edges
+    strengths = torch.tensor([[0.9, 0.1], [0.8, 0.2], [0.7, 0.3], [0.95, 0.05], [0.2, 0.1],
+                              [0.6, 0.4], [0.55, 0.1], [0.1, 0.5], [0.2, 0.3]])
+    free = derive_from_strengths(strengths, strengths, ops, ops, 3)
+    assert skip_count(free) == 6
+    capped = derive_from_strengths(strengths, strengths, ops, ops, 3, max_normal_skips=2)
+    assert skip_count(capped) == 2
+    # the two strongest skips survive (rows 3 and 0: strengths 0.95 and 0.9)
+    kept = [(k // 2, j) for k, (op, j) in enumerate(capped.normal) if op == "skip_connect"]
+    assert kept == [(0, 0), (1, 1)]
+    assert sum(op == "skip_connect" for op, _ in capped.reduce) == 6  # the cap is the normal's
+
+
+P_DARTS = {**TINY, "nodes": 2, "cells": 0, "epochs": 3, "backbone": "p_darts", "ops":
+           ",".join(REDUCED_OPS), "p_darts_cells": "1,2,3", "p_darts_keep": "3,2",
+           "p_darts_skip_dropout": "0.0", "fd_gap_every": 0, "hessian_every": 0,
+           "arch_warmup": 0.0}
+
+
+def test_p_darts_resumes_in_the_right_stage_with_the_right_ops(tmp_path: Path) -> None:
+    straight = Collector(keep=tmp_path)
+    run_skill("darts", P_DARTS, straight)
+    assert [m["stage"] for m in straight.metrics] == [0, 1, 2]
+    kept = [json.loads(m["p_darts_kept_ops"])["normal"] for m in straight.metrics]
+    assert [len(kept[s][0]) for s in range(3)] == [4, 3, 2]
+    assert all(set(kept[2][e]) <= set(kept[1][e]) for e in range(5))
+    assert len(json.loads(straight.metrics[2]["alpha_normal"])[0]) == 2
+    for epoch in (1, 2):  # killed after stage 0 and after stage 1
+        resumed = Collector()
+        run_skill("darts", P_DARTS, resumed, resume_from=str(tmp_path / f"epoch{epoch}"))
+        assert [m["stage"] for m in resumed.metrics] == [m["stage"] for m in
+                                                         straight.metrics[epoch:]]
+        for key in ("p_darts_kept_ops", "train_loss", "genotype", "alpha_normal"):
+            assert resumed.metrics[0][key] == straight.metrics[epoch][key], (epoch, key)
+
+
+def test_darts_minus_coefficient_decays_linearly_to_zero() -> None:
+    assert [darts_minus_coefficient(1.0, e, 4) for e in range(4)] == [1.0, 0.75, 0.5, 0.25]
+    reporter = Collector()
+    run_skill("darts", {**TINY, "epochs": 3, "backbone": "darts_minus", "hessian_every": 0},
+              reporter)
+    assert [m["darts_minus_beta"] for m in reporter.metrics] == pytest.approx([1, 2 / 3, 1 / 3])
+    net = VariantSuperNet(SPACE)
+    net.aux_skip = 0.25
+    w, _ = net.cell_weights(reduction=False)
+    extra = w - torch.softmax(net.alpha_normal, -1)
+    skip = REDUCED_OPS.index("skip_connect")
+    torch.testing.assert_close(extra[:, skip], torch.full((5,), 0.25))
+    assert extra[:, [k for k in range(4) if k != skip]].abs().max() < 1e-7
+
+
+def test_darts_plus_stops_once_the_alpha_ranking_is_stable() -> None:
+    reporter = Collector()
+    run_skill("darts", {**TINY, "epochs": 4, "backbone": "darts_plus", "arch_lr": 1e-6,
+                        "darts_plus_stable_epochs": 1, "darts_plus_max_skips": 16,
+                        "hessian_every": 0}, reporter)
+    assert [m["early_stopped"] for m in reporter.metrics] == [0, 1]
+
+
+def test_arch_warmup_pauses_the_architecture_and_levels_are_timed() -> None:
+    reporter = Collector()
+    run_skill("darts", {**TINY, "epochs": 2, "arch_warmup": 0.5, "hessian_every": 0}, reporter)
+    first, second = reporter.metrics
+    assert "time_arch_s" not in first and first["time_weights_s"] > 0
+    assert second["time_arch_s"] > 0 and "skip_count" in second
+
+
+def test_power_iteration_matches_the_explicit_hessian() -> None:
+    torch.manual_seed(0)
+    space = SpaceConfig(ops=("max_pool_3x3", "skip_connect", "sep_conv_3x3"), nodes=1, cells=2,
+                        channels=4, in_channels=1)
+    net = VariantSuperNet(space, fused=False, variant=Variant(partial_channels=2,
+                                                              edge_norm=True)).eval()
+    x, y = torch.randn(8, 1, 6, 6), torch.randint(0, 10, (8,))
+    shapes = [net.alpha_normal.shape, net.alpha_reduce.shape]
+
+    def loss_at(alphas):
+        return F.cross_entropy(run_with(net, x, {"alpha_normal": alphas[0],
+                                                 "alpha_reduce": alphas[1]}), y)
+
+    flat = torch.cat([net.alpha_normal.detach().flatten(), net.alpha_reduce.detach().flatten()])
+    n = shapes[0].numel()
+
+    def flat_loss(v):
+        return loss_at([v[:n].view(shapes[0]), v[n:].view(shapes[1])])
+
+    eigenvalues = torch.linalg.eigvalsh(torch.autograd.functional.hessian(flat_loss, flat))
+    dominant = eigenvalues[eigenvalues.abs().argmax()]
+    estimate = dominant_hessian_eigenvalue(
+        loss_at, [net.alpha_normal, net.alpha_reduce], iters=200,
+        generator=torch.Generator().manual_seed(0))
+    assert estimate == pytest.approx(float(dominant), rel=1e-3)
+
+
+def test_every_backbone_composes_with_lfm() -> None:
+    reporter = Collector()
+    run_skill("lfm", {**TINY, "backbone": "pc_darts", "batch_size": 16}, reporter)
+    (metrics,) = reporter.metrics
+    assert json.loads(metrics["beta_normal"]) and "hessian_eig" in metrics
+    assert {"time_w1_s", "time_w2_s"} <= set(metrics) and metrics["skip_count"] >= 0
+
+
+def test_backbone_settings_are_checked_and_presets_filled() -> None:
+    darts = get_skill("darts")
+    pc = resolve_config(darts, {"backbone": "pc_darts"})
+    assert (pc["batch_size"], pc["w_lr"], pc["arch_lr"], pc["arch_warmup"]) == (256, 0.1, 6e-4,
+                                                                                0.3)
+    assert resolve_config(darts, {"backbone": "pc_darts", "batch_size": 32})["batch_size"] == 32
+    assert stage_epochs(4, 3) == (2, 1, 1)
+    bad = [
+        ({"partial_channels": 4}, "needs backbone=pc_darts"),
+        ({"backbone": "pc_darts", "partial_channels": 8, "channels": 12}, "must divide"),
+        ({"backbone": "p_darts", "p_darts_keep": "5,6"}, "must decrease"),
+        ({"backbone": "p_darts", "epochs": 2}, "at least that"),
+        ({"backbone": "p_darts", "p_darts_cells": "5,x"}, "comma-separated integers"),
+        ({"backbone": "p_darts", "fused_cells": "on"}, "fused cells"),
+        ({"backbone": "darts_minus", "ops": "max_pool_3x3,sep_conv_3x3"}, "skip_connect"),
+        ({"backbone": "pdarts"}, "not one of"),
+    ]
+    for overrides, message in bad:
+        with pytest.raises(ConfigError, match=message):
+            resolve_config(darts, overrides)
+    with pytest.raises(ConfigError, match="unknown setting 'backbone'"):
+        resolve_config(get_skill("mwnet"), {"backbone": "pc_darts"})
