@@ -51,7 +51,8 @@ BACKBONE_PRESETS: dict[str, dict[str, Any]] = {
     "p_darts": {"batch_size": 96, "arch_lr": 6e-4, "arch_warmup": 0.4},
 }
 
-STAGE_DEFAULTS = {"full": ((5, 11, 17), (5, 3)), "reduced": ((3, 4, 5), (3, 2))}
+CELL_DEFAULTS = {"full": (5, 11, 17), "reduced": (3, 4, 5)}
+KEEP_DEFAULTS = {8: (5, 3), 4: (3, 2)}  # ops kept after stages 1 and 2, by the space's op count
 
 
 def int_list(name: str, text: str) -> tuple[int, ...]:
@@ -78,12 +79,14 @@ def float_list(name: str, text: str) -> tuple[float, ...]:
 def p_darts_plan(config: Mapping[str, Any], n_ops: int, reduced: bool
                  ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[float, ...]]:
     """(cells per stage, ops kept after each stage but the last, skip dropout per stage)."""
-    cells_default, keep_default = STAGE_DEFAULTS["reduced" if reduced else "full"]
-    cells = (cells_default if config["p_darts_cells"] == "auto"
+    cells = (CELL_DEFAULTS["reduced" if reduced else "full"] if config["p_darts_cells"] == "auto"
              else int_list("p_darts_cells", config["p_darts_cells"]))
     if config["p_darts_keep"] == "auto":
-        keep = keep_default if n_ops == 8 or reduced and n_ops == 4 else tuple(
-            max(2, n_ops * (len(cells) - 1 - s) // len(cells)) for s in range(len(cells) - 1))
+        if n_ops in KEEP_DEFAULTS and len(cells) == 3:
+            keep = KEEP_DEFAULTS[n_ops]
+        else:  # evenly spaced from the op count down to 2
+            step = max(1, (n_ops - 2) // max(1, len(cells) - 1))
+            keep = tuple(n_ops - (s + 1) * step for s in range(len(cells) - 1))
     else:
         keep = int_list("p_darts_keep", config["p_darts_keep"])
     dropout = float_list("p_darts_skip_dropout", config["p_darts_skip_dropout"])

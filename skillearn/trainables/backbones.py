@@ -32,7 +32,7 @@ from skillearn.data import BatchStream
 from skillearn.knobs import ConfigError, Skill
 from skillearn.mlo.curvature import dominant_hessian_eigenvalue
 from skillearn.mlo.timing import LevelTimer
-from skillearn.search_spaces.darts import SuperNet
+from skillearn.search_spaces.darts import SpaceConfig, SuperNet
 from skillearn.search_spaces.darts.genotype import skip_count
 from skillearn.search_spaces.darts.variants import BackboneSpace, Variant
 from skillearn.trainables.backbone_knobs import p_darts_plan
@@ -145,7 +145,11 @@ class BackboneRun:
         space = self.setup.space
         values = {f.name: getattr(space, f.name) for f in fields(space) if f.name != "variant"}
         values["cells"] = self.cells[self.stage]
-        stage_setup = replace(self.setup, space=BackboneSpace(**values, variant=self.variant()),
+        variant = self.variant()
+        # plain DARTS keeps DARTS' own supernet class; the others get the variant's
+        space = (SpaceConfig(**values) if variant == Variant()
+                 else BackboneSpace(**values, variant=variant))
+        stage_setup = replace(self.setup, space=space,
                               config={**self.setup.config,
                                       "epochs": self.stage_epochs[self.stage]})
         return self.skill.build(stage_setup)
@@ -221,15 +225,16 @@ class BackboneRun:
             metrics["p_darts_skip_dropout"] = float(getattr(self.net, "skip_dropout", 0.0))
             end = self.stage_start() + self.stage_epochs[self.stage]
             if self.epoch == end and self.stage + 1 < len(self.cells):
-                self._next_stage()
+                self.advance_stage()
         if self.backbone == "darts_plus" and genotype is not None and self.net is not None:
             self._darts_plus(genotype, trained)
             metrics["early_stopped"] = int(self.stopped)
         self._prepare(self.epoch)
         return metrics
 
-    def _next_stage(self) -> None:
-        """Prune every edge to the next stage's op count by alpha and build the deeper net."""
+    def advance_stage(self) -> None:
+        """P-DARTS: prune every edge to the next stage's op count by alpha and build the
+        deeper supernet (the benchmarks call it to time later stages)."""
         assert self.net is not None
         keep = self.keep[self.stage]
         for cell in ("normal", "reduce"):
