@@ -12,7 +12,8 @@ and the same for the naive reference (a port of the original DARTS code: plain w
 first-order and second-order search iterations), plus the headline comparisons the
 performance issue sets targets for. `darts@<backbone>/<method>` rows time the darts skill on
 another search backbone at the same batch (PC-DARTS; P-DARTS in its first and last stage,
-`.s0` / `.s2`), with `<backbone>_over_darts_<method>` headlines. All methods of a size are timed interleaved.
+`.s0` / `.s2`), with `<backbone>_over_darts_<method>` headlines. All methods of a size
+are timed interleaved.
 """
 
 from __future__ import annotations

@@ -226,3 +226,24 @@ def test_backbone_settings_are_checked_and_presets_filled() -> None:
             resolve_config(darts, overrides)
     with pytest.raises(ConfigError, match="unknown setting 'backbone'"):
         resolve_config(get_skill("mwnet"), {"backbone": "pc_darts"})
+
+
+CLI_REFUSED = [
+    (["sweep", "darts", "--backbone", "pdarts"], "backbone='pdarts' is not one of"),
+    (["sweep", "mwnet", "--backbone", "pc_darts"], "unknown setting 'backbone'"),
+    (["sweep", "lfm", "--backbone", "p_darts", "--epochs", "2"], "at least that"),
+    (["sweep", "darts", "--set", "partial_channels=3"], "partial_channels=3 is not one of"),
+    (["sweep", "darts", "--set", "hessian_every=1.5"], "must be an integer"),
+]
+
+
+@pytest.mark.parametrize(("argv", "needle"), CLI_REFUSED, ids=[" ".join(a) for a, _ in CLI_REFUSED])
+def test_backbone_flags_are_refused_in_one_line_before_ray(argv, needle, tmp_path, monkeypatch,
+                                                           capsys) -> None:
+    from skillearn.platform import cli, sweep
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sweep, "run_sweep", lambda spec: pytest.fail("the sweep would run"))
+    code = cli.main([*argv, "--storage", str(tmp_path / "runs")])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and needle in lines[0], lines

@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     from skillearn.mlo.methods import METHODS  # the engine's registry (no torch import)
 
     run.add_argument("--method", help=f"hypergradient method ({', '.join(METHODS)})")
+    run.add_argument("--backbone", help="search backbone of a NAS skill (darts, pc_darts, "
+                     "p_darts, darts_minus, darts_plus)")
     run.add_argument("--retrain-epochs", type=int, help="retrain each derived architecture for N "
                      "epochs inside its trial (0: skip)")
     run.add_argument("--config", metavar="SPEC.yaml",
@@ -161,6 +163,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         "noise_rate": args.noise_rate, "noise_type": args.noise_type,
         "imbalance": args.imbalance, "epochs": args.epochs, "seed": args.seed,
         "method": args.method, "retrain_epochs": args.retrain_epochs,
+        "backbone": args.backbone,
     }
     overrides.update({k: v for k, v in flags.items() if v is not None})
     spec = validate_sweep(
