@@ -41,6 +41,7 @@ from skillearn.trainables.setup import Built, Setup
 from skillearn.trainables.weights import run_with
 
 STATE_PREFIX = "backbone."
+PRUNED_LOGIT = -1e4  # how a pruned op's alpha is logged: softmax weight 0, still valid JSON
 
 
 def auto_partial_channels(channels: int) -> int:
@@ -162,6 +163,9 @@ class BackboneRun:
         target = self.built
         self.skill_metrics = target.epoch_metrics
         target.epoch_metrics = self._epoch_metrics
+        if self.backbone == "p_darts" and target.alphas is not None:
+            self.skill_alphas = target.alphas
+            target.alphas = self._full_width_alphas
         target.program.timer = self.timer
         self.net = supernet_of(target)
         self.arch_level = None
@@ -177,6 +181,18 @@ class BackboneRun:
             STATE_PREFIX + "rank": torch.full((2, n_edges, len(self.all_ops)), -1),
             STATE_PREFIX + "stable": torch.tensor(0),
         })
+
+    def _full_width_alphas(self) -> dict[str, torch.Tensor]:
+        """P-DARTS' alphas over the space's whole op list, pruned ops at `PRUNED_LOGIT`
+        (softmax 0), so every epoch logs (edges, ops) matrices of one shape and op order."""
+        alphas = dict(self.skill_alphas())
+        for cell in ("normal", "reduce"):
+            name = f"alpha_{cell}"
+            if name in alphas:
+                full = torch.full(self.kept[cell].shape, PRUNED_LOGIT)
+                full[self.kept[cell]] = alphas[name].detach().float().cpu().reshape(-1)
+                alphas[name] = full
+        return alphas
 
     # ---------------------------------------------------------------------------- schedules
     def stage_start(self) -> int:
