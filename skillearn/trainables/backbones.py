@@ -21,6 +21,7 @@ learns the backbone. `BackboneRun` does the rest around it:
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
@@ -230,7 +231,9 @@ class BackboneRun:
             metrics["skip_count"] = skip_count(genotype)
         every = cfg["hessian_every"]
         if self.net is not None and every and self.epoch % every == 0:
+            started = time.perf_counter()
             metrics["hessian_eig"] = self.hessian_eigenvalue()
+            metrics["hessian_s"] = time.perf_counter() - started  # what the diagnostic costs
         if self.backbone == "darts_minus" and self.net is not None:
             metrics["darts_minus_beta"] = float(self.net.aux_skip)
         if self.backbone == "p_darts":
