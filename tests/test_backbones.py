@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -192,7 +193,7 @@ def test_power_iteration_matches_the_explicit_hessian() -> None:
     eigenvalues = torch.linalg.eigvalsh(torch.autograd.functional.hessian(flat_loss, flat))
     dominant = eigenvalues[eigenvalues.abs().argmax()]
     estimate = dominant_hessian_eigenvalue(
-        loss_at, [net.alpha_normal, net.alpha_reduce], iters=200,
+        loss_at, [net.alpha_normal, net.alpha_reduce], iters=100,
         generator=torch.Generator().manual_seed(0))
     assert estimate == pytest.approx(float(dominant), rel=1e-3)
 
@@ -248,3 +249,18 @@ def test_backbone_flags_are_refused_in_one_line_before_ray(argv, needle, tmp_pat
     code = cli.main([*argv, "--storage", str(tmp_path / "runs")])
     lines = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and needle in lines[0], lines
+
+
+def test_backbone_table_runs_each_backbone_and_summarises(tmp_path: Path, capsys) -> None:
+    from benchmarks import backbone_table
+
+    payload = backbone_table.main([
+        "--skills", "darts", "--backbones", "pc_darts", "--seeds", "0,1",
+        "--epochs", "1", "--retrain-epochs", "0", "--dataset", "synthetic", "--threads", "1",
+        "--set", "steps_per_epoch=2", "--set", "nodes=1", "--set", "channels=4",
+        "--set", "cells=1", "--set", "batch_size=16", "--set", "hessian_every=0",
+        "--json", str(tmp_path / "t.json")])
+    assert [(r["backbone"], r["seed"]) for r in payload["rows"]] == [("pc_darts", 0),
+                                                                     ("pc_darts", 1)]
+    assert all(r["skip_count"] is not None and r["search_time_s"] > 0 for r in payload["rows"])
+    assert re.search(r"\| darts +\| pc_darts +\| 2 +\| [0-9.]+ ± ", capsys.readouterr().out)
