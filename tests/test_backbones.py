@@ -60,11 +60,14 @@ def _pair(variant: Variant) -> tuple[VariantSuperNet, VariantSuperNet]:
     return fused, edgewise
 
 
-def test_pc_darts_fused_and_edge_by_edge_cells_compute_the_same_function() -> None:
+@pytest.mark.parametrize("nhwc", [False, True])
+def test_pc_darts_fused_and_edge_by_edge_cells_compute_the_same_function(nhwc: bool) -> None:
     fused, edgewise = _pair(Variant(partial_channels=4, edge_norm=True))
     with torch.no_grad():
         fused.beta_normal.copy_(torch.randn(5))
     edgewise.load_state_dict(fused.edgewise_state_dict())
+    if nhwc:  # the channel slices of an NHWC state are strided views
+        fused.use_channels_last()
     x = torch.randn(4, 1, 8, 8)
     torch.testing.assert_close(fused(x), edgewise(x), rtol=1e-4, atol=1e-5)
 
