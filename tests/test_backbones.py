@@ -267,3 +267,15 @@ def test_backbone_table_runs_each_backbone_and_summarises(tmp_path: Path, capsys
                                                                      ("pc_darts", 1)]
     assert all(r["skip_count"] is not None and r["search_time_s"] > 0 for r in payload["rows"])
     assert re.search(r"\| darts +\| pc_darts +\| 2 +\| [0-9.]+ ± ", capsys.readouterr().out)
+
+
+def test_the_dry_run_builds_the_backbone_before_ray(tmp_path, monkeypatch, capsys) -> None:
+    """Settings only the data can refute (the digits space has 4 ops) fail in the dry run."""
+    from skillearn.platform import cli, sweep
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sweep, "run_sweep", lambda spec: pytest.fail("the sweep would run"))
+    code = cli.main(["sweep", "darts", "--backbone", "p_darts", "--set", "p_darts_keep=5,3",
+                     "--storage", str(tmp_path / "runs")])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "must decrease from the 4 ops" in lines[0], lines

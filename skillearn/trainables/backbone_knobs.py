@@ -125,7 +125,8 @@ def apply_backbone(skill_knobs: Mapping[str, Knob], config: dict[str, Any],
            "p_darts": ("p_darts_cells", "p_darts_keep", "p_darts_skip_dropout",
                        "p_darts_max_skips")}
     for name, keys in own.items():
-        given = [k for k in keys if k in overrides]
+        # set to something else than its default (a trial's config repeats every default)
+        given = [k for k in keys if k in overrides and config[k] != skill_knobs[k].default]
         if given and backbone != name:
             raise ConfigError(f"{given[0]} is a {name} setting; it needs backbone={name} "
                               f"(got backbone={backbone})")

@@ -49,7 +49,6 @@ from skillearn.trainables.setup import Built, Setup, build_supernet, program_for
 from skillearn.trainables.skill import Knob, Skill
 from skillearn.trainables.weights import clone_weights, count_parameters, run_with
 
-ALPHAS = ("alpha_normal", "alpha_reduce")
 LEVELS = ("w1", "w2", "arch")
 CODE_ORDER = "arch,w1,w2"  # Architect.step: step_AVr, step_w1, step_w2
 SIMILARITIES = ("dot", "cosine", "neg_l2")
