@@ -131,6 +131,7 @@ def test_p_darts_resumes_in_the_right_stage_with_the_right_ops(tmp_path: Path) -
     assert [m["stage"] for m in straight.metrics] == [0, 1, 2]
     kept = [json.loads(m["p_darts_kept_ops"])["normal"] for m in straight.metrics]
     assert [len(kept[s][0]) for s in range(3)] == [4, 3, 2]
+    assert [m["p_darts_ops_per_edge"] for m in straight.metrics] == [4, 3, 2]
     assert all(set(kept[2][e]) <= set(kept[1][e]) for e in range(5))
     last = json.loads(straight.metrics[2]["alpha_normal"])  # logged over all 4 ops...
     assert [sum(a > -1e3 for a in row) for row in last] == [2] * 5  # ...2 of them kept

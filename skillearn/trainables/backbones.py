@@ -241,6 +241,7 @@ class BackboneRun:
             metrics["p_darts_kept_ops"] = json.dumps(
                 {cell: [list(ops) for ops in ops_of(self.kept[cell], self.all_ops)]
                  for cell in ("normal", "reduce")})
+            metrics["p_darts_ops_per_edge"] = int(self.kept["normal"][0].sum())  # numeric
             metrics["p_darts_skip_dropout"] = float(getattr(self.net, "skip_dropout", 0.0))
             end = self.stage_start() + self.stage_epochs[self.stage]
             if self.epoch == end and self.stage + 1 < len(self.cells):
