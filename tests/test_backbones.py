@@ -150,6 +150,9 @@ def test_darts_minus_coefficient_decays_linearly_to_zero() -> None:
     run_skill("darts", {**TINY, "epochs": 3, "backbone": "darts_minus", "hessian_every": 0},
               reporter)
     assert [m["darts_minus_beta"] for m in reporter.metrics] == pytest.approx([1, 2 / 3, 1 / 3])
+    plain = Collector()
+    run_skill("darts", {**TINY, "epochs": 3, "hessian_every": 0}, plain)
+    assert reporter.metrics[0]["train_loss"] != plain.metrics[0]["train_loss"]  # skip in use
     net = VariantSuperNet(SPACE)
     net.aux_skip = 0.25
     w, _ = net.cell_weights(reduction=False)

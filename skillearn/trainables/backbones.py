@@ -42,6 +42,7 @@ from skillearn.trainables.setup import Built, Setup
 from skillearn.trainables.weights import run_with
 
 STATE_PREFIX = "backbone."
+PLAIN_SUPERNET = ("darts", "darts_plus")
 PRUNED_LOGIT = -1e4  # how a pruned op's alpha is logged: softmax weight 0, still valid JSON
 
 
@@ -147,10 +148,10 @@ class BackboneRun:
         space = self.setup.space
         values = {f.name: getattr(space, f.name) for f in fields(space) if f.name != "variant"}
         values["cells"] = self.cells[self.stage]
-        variant = self.variant()
-        # plain DARTS keeps DARTS' own supernet class; the others get the variant's
-        space = (SpaceConfig(**values) if variant == Variant()
-                 else BackboneSpace(**values, variant=variant))
+        # darts and darts_plus keep DARTS' own supernet class; the others need the variant's
+        # (DARTS− too: its auxiliary skip is the variant net's `aux_skip`)
+        space = (SpaceConfig(**values) if self.backbone in PLAIN_SUPERNET
+                 else BackboneSpace(**values, variant=self.variant()))
         stage_setup = replace(self.setup, space=space,
                               config={**self.setup.config,
                                       "epochs": self.stage_epochs[self.stage]})
