@@ -22,6 +22,8 @@ from skillearn.data import DataBundle, Split
 from skillearn.mlo import HYPERGRADIENT_METHODS
 from skillearn.search_spaces.darts import PRESETS, PRIMITIVES, SpaceConfig, SuperNet
 from skillearn.trainables import get_skill, resolve_config
+from skillearn.trainables.backbone_knobs import BACKBONES
+from skillearn.trainables.backbones import BackboneRun
 from skillearn.trainables.setup import Setup, use_fused_cells
 
 StepFn = Callable[[], Any]
@@ -131,10 +133,14 @@ def torchvision_available() -> bool:
 
 
 def skill_config(skill: str, method: str, device: torch.device, variant: Variant,
-                 seed: int = 0, order: str | None = None) -> dict[str, Any]:
-    """The resolved trial config the benchmark builds `skill` from (registry defaults)."""
+                 seed: int = 0, order: str | None = None, backbone: str = "darts"
+                 ) -> dict[str, Any]:
+    """The resolved trial config the benchmark builds `skill` from (registry defaults; the
+    batch is the size's own for every backbone, so the rows compare like with like)."""
     overrides: dict[str, Any] = {"method": method, "device": device.type,
                                  "batch_size": variant.batch, "seed": seed}
+    if backbone != "darts":
+        overrides["backbone"] = backbone
     if order is not None:
         overrides["order"] = order
     if skill in ("lfm", "fair") and not torchvision_available() and variant.input_shape[-1] > 16:
@@ -143,13 +149,20 @@ def skill_config(skill: str, method: str, device: torch.device, variant: Variant
 
 
 def build_skill_step(skill: str, method: str, variant: Variant, device: torch.device,
-                     seed: int = 0, order: str | None = None) -> StepFn:
-    """One `program.step(batches)` of the skill exactly as a trial builds it."""
+                     seed: int = 0, order: str | None = None, backbone: str = "darts",
+                     stage: int = 0) -> StepFn:
+    """One `program.step(batches)` of the skill exactly as a trial builds it, on `backbone`
+    (P-DARTS in its `stage`: the deeper supernet with the pruned op sets)."""
     data = synthetic_bundle(variant, seed)
-    config = skill_config(skill, method, device, variant, seed, order)
+    config = skill_config(skill, method, device, variant, seed, order, backbone)
     torch.manual_seed(seed)
-    built = get_skill(skill).build(Setup(config=config, data=data, device=device,
-                                         space=variant.space))
+    run = BackboneRun(get_skill(skill), Setup(config=config, data=data, device=device,
+                                              space=variant.space))
+    for _ in range(stage):
+        run.advance_stage()
+    built = run.built
+    built.program.paused = set()  # time the full step, whatever the warm-up schedule says
+    built.program.timer = None  # and without the per-level clock
     for module in built.modules:
         module.train()
     batches = engine_batches(data, device)
@@ -222,9 +235,24 @@ def build_step(label: str, variant: Variant, device: torch.device, seed: int = 0
     if label in NAIVE_LABELS:
         return build_naive_step(label, variant, device, seed)
     skill, _, method = label.partition("/")
-    if skill not in SKILLS or method not in METHODS:
+    skill, _, on = skill.partition("@")  # `darts@pc_darts/...`, `darts@p_darts.s2/...`
+    backbone, _, stage = on.partition(".s")
+    if (skill not in SKILLS or method not in METHODS
+            or (backbone or "darts") not in BACKBONES or (stage and not stage.isdigit())):
         raise ValueError(f"unknown benchmark label {label!r}")
-    return build_skill_step(skill, method, variant, device, seed, order)
+    return build_skill_step(skill, method, variant, device, seed, order, backbone or "darts",
+                            int(stage or 0))
+
+
+def backbone_labels(backbones: tuple[str, ...], methods: tuple[str, ...]) -> list[str]:
+    """`darts@<backbone>/<method>` rows; P-DARTS twice, its first and its last stage."""
+    labels = []
+    for backbone in backbones:
+        tags = [f"{backbone}.s0", f"{backbone}.s2"] if backbone == "p_darts" else [backbone]
+        offered = get_skill("darts").methods
+        labels += [f"darts@{tag}/{method}" for tag in tags for method in methods
+                   if method in offered]
+    return labels
 
 
 def skill_labels(skills: tuple[str, ...], methods: tuple[str, ...]) -> tuple[list[str], list[str]]:

@@ -1,7 +1,8 @@
 """Step and memory ratios of skillearn's multilevel step against a plain step and naive DARTS.
 
     python -m benchmarks.step_ratio [--device cpu|cuda] [--sizes digits,cifar64,cifar256]
-        [--steps 20] [--warmup N] [--skills darts,lfm] [--methods ...] [--json PATH]
+        [--steps 20] [--warmup N] [--skills darts,lfm] [--methods ...]
+        [--backbones pc_darts,p_darts|none] [--json PATH]
 
 For each size, each skill and each hypergradient method it reports
 - step ratio   = median time of one `program.step(batches)` / median time of one plain step
@@ -9,7 +10,10 @@ For each size, each skill and each hypergradient method it reports
 - memory ratio = peak memory of that step / peak memory of the plain step;
 and the same for the naive reference (a port of the original DARTS code: plain weight step,
 first-order and second-order search iterations), plus the headline comparisons the
-performance issue sets targets for. All methods of a size are timed interleaved.
+performance issue sets targets for. `darts@<backbone>/<method>` rows time the darts skill on
+another search backbone at the same batch (PC-DARTS; P-DARTS in its first and last stage,
+`.s0` / `.s2`), with `<backbone>_over_darts_<method>` headlines. All methods of a size
+are timed interleaved.
 """
 
 from __future__ import annotations
@@ -64,6 +68,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="discarded warm-up rounds (default 2; 1 for CIFAR sizes on CPU)")
     parser.add_argument("--skills", default="darts,lfm")
     parser.add_argument("--methods", default=",".join(cases.METHODS))
+    parser.add_argument("--backbones", default="pc_darts,p_darts",
+                        help="darts rows on other search backbones, comma-separated, or none "
+                        "(p_darts gives its first and last stage)")
     parser.add_argument("--no-naive", action="store_true", help="skip the naive DARTS reference")
     parser.add_argument("--no-memory", action="store_true", help="skip peak-memory measurement")
     parser.add_argument("--order", default=None,
@@ -130,7 +137,8 @@ def _baseline(label: str) -> str:
 
 
 def run_variant(variant: cases.Variant, device: torch.device, args: argparse.Namespace,
-                skills: tuple[str, ...], methods: tuple[str, ...]) -> dict[str, Any]:
+                skills: tuple[str, ...], methods: tuple[str, ...],
+                backbones: tuple[str, ...] = ()) -> dict[str, Any]:
     """Build every step function for one variant, time them interleaved, measure memory."""
     slow = device.type == "cpu" and variant.size in CPU_SLOW_SIZES
     warmup = args.warmup if args.warmup is not None else (1 if slow else 2)
@@ -140,6 +148,12 @@ def run_variant(variant: cases.Variant, device: torch.device, args: argparse.Nam
         labels += list(cases.NAIVE_LABELS)
     skill_labels, notes = cases.skill_labels(skills, methods)
     labels += skill_labels
+    if "darts" in skills:
+        if "p_darts" in backbones and len(variant.space.ops) < 4:  # 3 stages need 4 -> 3 -> 2
+            backbones = tuple(b for b in backbones if b != "p_darts")
+            notes.append(f"p_darts skipped: its three stages prune from >= 4 ops, this space "
+                         f"has {len(variant.space.ops)}")
+        labels += cases.backbone_labels(backbones, methods)
     if timed < 20:
         notes.append(f"only {timed} timed steps per method after {warmup} warm-up round(s)"
                      + (" (CIFAR-shaped size on CPU: each step takes seconds to minutes)"
@@ -182,6 +196,15 @@ def run_variant(variant: cases.Variant, device: torch.device, args: argparse.Nam
             if label in medians:
                 headline[f"projected_50_epoch_cifar10_search_h_{key}"] = (
                     medians[label] * steps_per_search / 3.6e6)
+    for label in labels:  # every backbone row against DARTS with the same method
+        tag, _, method = label.partition("/")
+        if tag.startswith("darts@") and f"darts/{method}" in medians:
+            name = tag.removeprefix("darts@").replace(".", "_")
+            headline[f"{name}_over_darts_{method}"] = _ratio(medians[label],
+                                                             medians[f"darts/{method}"])
+            if label in peaks and f"darts/{method}" in peaks:
+                headline[f"{name}_over_darts_{method}_memory"] = _ratio(
+                    peaks[label], peaks[f"darts/{method}"])
     fused = medians.get(cases.PLAIN_FUSED, medians.get(cases.PLAIN))
     edgewise = medians.get(cases.PLAIN_EDGEWISE, medians.get(cases.PLAIN))
     if cases.other_cells_label(variant) in medians:
@@ -233,6 +256,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     sizes = _split_list(args.sizes, tuple(cases.SIZES), "size")
     skills = _split_list(args.skills, cases.SKILLS, "skill")
     methods = _split_list(args.methods, cases.METHODS, "method")
+    backbones = () if args.backbones.strip() in ("", "none") else _split_list(
+        args.backbones, tuple(b for b in cases.BACKBONES if b != "darts"), "backbone")
     payload: dict[str, Any] = {
         "benchmark": "step_ratio",
         "environment": environment(device, args.threads),
@@ -243,7 +268,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
           f"torch {torch.__version__}, {args.threads} threads")
     for size in sizes:
         for variant in cases.SIZES[size]:
-            result = run_variant(variant, device, args, skills, methods)
+            result = run_variant(variant, device, args, skills, methods, backbones)
             payload["results"].append(result)
             print_variant(result)
             if args.json:  # write as we go: CPU CIFAR runs take long

@@ -41,7 +41,9 @@ def test_step_ratio_runs_end_to_end_and_writes_json(tmp_path, capsys):
     assert {"device", "device_name", "torch", "threads", "date"} <= set(payload["environment"])
     (result,) = payload["results"]
     expected = {cases.PLAIN, cases.PLAIN_EDGEWISE, *cases.NAIVE_LABELS, "darts/first_order",
-                "darts/finite_difference", "lfm/finite_difference"}
+                "darts/finite_difference", "lfm/finite_difference",
+                *(f"darts@{tag}/{method}" for tag in ("pc_darts", "p_darts.s0", "p_darts.s2")
+                  for method in ("first_order", "finite_difference"))}
     assert set(result["timings"]) == expected
     for timing in result["timings"].values():
         assert timing["steps"] == 2 and timing["median_ms"] > 0
@@ -52,7 +54,8 @@ def test_step_ratio_runs_end_to_end_and_writes_json(tmp_path, capsys):
     assert {"skillearn_plain_over_naive_plain",
             "darts_finite_difference_over_naive_second_order",
             "lfm_finite_difference_over_naive_second_order",
-            "fused_plain_over_edgewise_plain"} <= set(result["headline"])
+            "fused_plain_over_edgewise_plain", "pc_darts_over_darts_finite_difference",
+            "p_darts_s2_over_darts_first_order"} <= set(result["headline"])
     assert any("lfm/first_order skipped" in note for note in result["notes"])
     assert any("timed steps" in note for note in result["notes"])
     assert "darts/finite_difference" in capsys.readouterr().out

@@ -24,7 +24,7 @@ def _action(parser: argparse.ArgumentParser, dest: str) -> argparse.Action:
 def test_every_named_sweep_flag_is_its_knob() -> None:
     sweep = _subcommand(cli.build_parser(), "sweep")
     for name in (*cli.SWEEP_DATA_KNOBS, *cli.SWEEP_TRIAL_KNOBS):
-        knob, action = COMMON_KNOBS[name], _action(sweep, name)
+        knob, action = cli.flag_knob(name), _action(sweep, name)
         assert action.option_strings == ["--" + name.replace("_", "-")]
         assert action.help == knob.help
         assert action.default is None  # unset: the skill's own default applies

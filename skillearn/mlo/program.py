@@ -38,6 +38,7 @@ from skillearn.mlo.unroll import UnrolledStep, check_unrollable, unrolled_step
 
 if TYPE_CHECKING:
     from skillearn.mlo.methods import MixedProduct
+    from skillearn.mlo.timing import LevelTimer
 
 class MultilevelProgram:
     """An ordered list of levels (lowest first) and the hypergradient method they share.
@@ -85,6 +86,10 @@ class MultilevelProgram:
                                for name, options in (method_options or {}).items()}
         self.iteration = 0
         self._stepping = False  # gradients are cached for reuse only inside `step`
+        # levels that skip their steps for now (an architecture warm-up), and an optional
+        # `timing.LevelTimer` that sums each level's step time
+        self.paused: set[str] = set()
+        self.timer: LevelTimer | None = None
         # level name -> (iteration, gradient, loss) from an unroll, for reuse_unroll_grad
         self._unroll_cache: dict[str, tuple[int, ParamDict, torch.Tensor]] = {}
 
@@ -99,10 +104,15 @@ class MultilevelProgram:
         try:
             for name in self.sequence:
                 level = self.levels[name]
-                if self.iteration % level.every:
+                if self.iteration % level.every or name in self.paused:
                     continue
-                grads, loss = self._reused(name) or self.gradient(name, batches)
-                self._apply(level, grads)
+                if self.timer is None:
+                    grads, loss = self._reused(name) or self.gradient(name, batches)
+                    self._apply(level, grads)
+                else:
+                    with self.timer(name, next(iter(level.params.values())).device):
+                        grads, loss = self._reused(name) or self.gradient(name, batches)
+                        self._apply(level, grads)
                 losses[name] = loss
         finally:
             self._stepping = False

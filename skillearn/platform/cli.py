@@ -61,7 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
 # The knobs `sweep` has a named flag for (any other knob: --set or --config). Each flag's type,
 # choices and help are its knob's (`knob_flag`); `_cmd_sweep` passes them on by these names.
 SWEEP_DATA_KNOBS = ("dataset", "data_root", "download", "noise_rate", "noise_type", "imbalance")
-SWEEP_TRIAL_KNOBS = ("epochs", "seed", "method", "retrain_epochs")
+SWEEP_TRIAL_KNOBS = ("epochs", "seed", "method", "backbone", "retrain_epochs")
+
+
+def flag_knob(name: str) -> Any:
+    """The knob a named flag stands for: a common knob, or one every skill of a kind has
+    (`backbone`: the NAS skills)."""
+    from skillearn.trainables.common import COMMON_KNOBS, KIND_KNOBS
+
+    return COMMON_KNOBS.get(name) or next(k[name] for k in KIND_KNOBS.values() if name in k)
 
 
 def knob_flag(parser: Any, name: str, flag: str | None = None, help: str | None = None) -> None:
@@ -71,9 +79,7 @@ def knob_flag(parser: Any, name: str, flag: str | None = None, help: str | None 
 
     The flag's default is None (not the knob's): an unset flag leaves the skill's own default.
     """
-    from skillearn.trainables.common import COMMON_KNOBS
-
-    knob = COMMON_KNOBS[name]
+    knob = flag_knob(name)
     options: dict[str, Any] = {"dest": name, "help": knob.help if help is None else help}
     if isinstance(knob.default, bool):
         options.update(action="store_true", default=None)

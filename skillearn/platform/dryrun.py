@@ -93,6 +93,7 @@ def _set_up_trial(
     """What `run_skill` does before its first step, short of training. `here`: the trials run
     on this machine (local Ray), so its devices are theirs."""
     from skillearn.data import check_data_spec, data_spec
+    from skillearn.trainables.backbones import BackboneRun  # the skill on its backbone
     from skillearn.trainables.retraining import plan_retrain
     from skillearn.trainables.setup import Setup, pick_device, resolve_space
 
@@ -110,7 +111,7 @@ def _set_up_trial(
     if cfg["retrain_epochs"]:
         plan_retrain(cfg, data, epochs=cfg["retrain_epochs"])
     try:
-        skill.build(Setup(config=cfg, data=data, device=device, space=space))
+        BackboneRun(skill, Setup(config=cfg, data=data, device=device, space=space))
     except SkillearnError:
         raise
     except (ValueError, TypeError, RuntimeError) as err:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from skillearn.knobs import Knob
 from skillearn.mlo.methods import METHODS
+from skillearn.trainables.backbone_knobs import BACKBONE_KNOBS
 
 HYPERGRADIENT_METHODS = METHODS  # the engine's registry, read when checked
 
@@ -105,6 +106,7 @@ COMMON_KNOBS: dict[str, Knob] = {
 # Defaults that differ by the kind of skill. Reweighting papers (MW-Net, LFM-DR) train on almost
 # all of the data and keep a small clean split for validation; NAS splits the data in half.
 KIND_KNOBS: dict[str, dict[str, Knob]] = {
+    "nas": BACKBONE_KNOBS,  # every NAS skill runs on any backbone, with its diagnostics
     "reweighting": {
         "val_fraction": Knob(0.1, "clean validation share of the non-test data; the meta set "
                              "comes out of the rest, the remainder is trained on",

@@ -52,7 +52,6 @@ from skillearn.trainables.skill import Knob, Skill
 from skillearn.trainables.weight_reports import weight_trends
 from skillearn.trainables.weights import clone_weights, count_parameters, run_with
 
-ALPHAS = ("alpha_normal", "alpha_reduce")
 LEVELS = ("w1", "w2", "arch")
 CODE_ORDER = "arch,w1,w2"  # Architect.step: step_AVr, step_w1, step_w2
 SIMILARITIES = ("dot", "cosine", "neg_l2")
@@ -141,12 +140,13 @@ def build(setup: Setup) -> Built:
              + 1e-3 * torch.randn(val_batch, device=device)).requires_grad_(True)
     else:
         r = torch.ones(len(data.val), device=device, requires_grad=True)
+    arch_names = tuple(net.arch_parameters())  # alphas, plus a backbone's own (PC-DARTS' beta)
     upper = {**net.arch_parameters(), "r": r,
              **{f"V.{k}": v for k, v in encoder.named_parameters()}}
     weigh = {"similarity": cfg["similarity"], "ablate": cfg["ablate"]}
 
     def split_upper(p):
-        arch = {k: p["arch"][k] for k in ALPHAS}
+        arch = {k: p["arch"][k] for k in arch_names}
         enc = {k[2:]: v for k, v in p["arch"].items() if k.startswith("V.")}
         return arch, enc, p["arch"]["r"]
 
@@ -184,7 +184,7 @@ def build(setup: Setup) -> Built:
     w1_opt, w2_opt = sgd(w1), sgd(w2)
     per_group = cfg["upper_clip"] == "per_group"
     groups = [
-        {"params": [upper[k] for k in ALPHAS], "lr": cfg["arch_lr"],
+        {"params": [upper[k] for k in arch_names], "lr": cfg["arch_lr"],
          "weight_decay": cfg["arch_wd"]},
         {"params": [v for k, v in upper.items() if k.startswith("V.")], "lr": cfg["encoder_lr"],
          "weight_decay": cfg["encoder_wd"]},

@@ -15,6 +15,7 @@ from typing import Any
 
 from skillearn.knobs import ConfigError, Knob, Skill, parse_level_methods
 from skillearn.mlo.order import ORDERS, update_order
+from skillearn.trainables.backbone_knobs import apply_backbone
 from skillearn.trainables.common import COMMON_KNOBS, KIND_KNOBS
 
 _SKILL_MODULES: dict[str, str] = {
@@ -104,6 +105,7 @@ def resolve_config(skill: Skill, overrides: Mapping[str, Any] | None = None) -> 
         config[key] = knobs[key].coerce(key, value)
     check_order(skill, config["order"])
     check_level_methods(skill, config["level_methods"])
+    apply_backbone(knobs, config, overrides or {})
     if config["method"] not in skill.methods:
         raise ConfigError(
             f"skill {skill.name!r} does not support method {config['method']!r}; "

@@ -21,6 +21,7 @@ from skillearn.artifacts import ARTIFACTS_KEY, EpochReport, artifacts_payload, r
 from skillearn.data import BatchStream, DataBundle, data_spec, load_data
 from skillearn.data.augment import training_augmentation
 from skillearn.trainables.architecture import architecture_report
+from skillearn.trainables.backbones import BackboneRun
 from skillearn.trainables.checkpoint import load_checkpoint, save_checkpoint
 from skillearn.trainables.evaluation import class_accuracies, worst_class
 from skillearn.trainables.fairness import fairness_metrics
@@ -66,7 +67,9 @@ def run_skill(
     seed_everything(cfg["seed"])
     data = load_data(data_spec(cfg))
     space, _ = resolve_space(cfg, data)
-    built: Built = skill.build(Setup(config=cfg, data=data, device=device, space=space))
+    backbone = BackboneRun(skill, Setup(config=cfg, data=data, device=device, space=space),
+                           resume_from)
+    built: Built = backbone.built
 
     progress: dict[str, Any] = {"epoch": 0, "search_time_s": 0.0, "alpha_history": []}
     if resume_from:
@@ -86,13 +89,16 @@ def run_skill(
         metrics = _epoch_metrics(built, data, device, cfg, progress, train_loss)
         metrics["ms_per_step"] = 1000.0 * seconds / steps
         metrics.update(hypergrad_check(built.program, cfg, epoch, partial(_next_batches, streams)))
-        if epoch + 1 == cfg["epochs"] and cfg["retrain_epochs"] and built.architecture:
+        last = epoch + 1 == cfg["epochs"] or backbone.stopped  # DARTS+ may end the search
+        if last and cfg["retrain_epochs"] and built.architecture:
             plan = plan_retrain(cfg, data, epochs=cfg["retrain_epochs"])
             genotype = built.architecture.genotype()
             metrics.update(retrain_genotype(genotype, data, device, plan, cfg["seed"]))
         with tempfile.TemporaryDirectory(prefix="skillearn-ckpt-") as directory:
             save_checkpoint(directory, built, progress)
             report(metrics, directory)
+        if backbone.stopped:
+            break
     return metrics
 
 

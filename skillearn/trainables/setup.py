@@ -18,6 +18,7 @@ from skillearn.data.input_size import is_small_input
 from skillearn.knobs import ConfigError, parse_level_methods
 from skillearn.mlo import Level, MultilevelProgram
 from skillearn.search_spaces.darts import PRESETS, SpaceConfig, SuperNet
+from skillearn.search_spaces.darts.variants import make_supernet
 from skillearn.trainables.architecture import ArchitectureState
 
 
@@ -63,8 +64,9 @@ def use_fused_cells(setting: str, input_shape: tuple[int, ...]) -> bool:
 
 def build_supernet(setup: Setup) -> SuperNet:
     """The search space's supernet on the run's device: fused cells and NHWC where they pay."""
-    net = SuperNet(setup.space, fused=use_fused_cells(setup.config["fused_cells"],
-                                                      setup.data.input_shape)).to(setup.device)
+    net = make_supernet(setup.space, fused=use_fused_cells(setup.config["fused_cells"],
+                                                           setup.data.input_shape))
+    net = net.to(setup.device)
     if setup.config["channels_last"] in ("on", "auto"):
         net.use_channels_last()
     return net

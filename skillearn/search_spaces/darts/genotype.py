@@ -60,23 +60,80 @@ class Genotype:
         return cls.from_dict(json.loads(s))
 
 
-def _parse_cell(weights: Tensor, ops: Sequence[str], nodes: int) -> tuple[Edge, ...]:
-    """DARTS ``genotype()._parse`` on one cell's softmax weights of shape (num_edges, n_ops)."""
-    keep = [k for k, name in enumerate(ops) if name != "none"]
-    if not keep:
-        raise ValueError("cannot derive a genotype from an op set that only has 'none'")
+def _parse_cell(weights: Tensor, edge_ops: Sequence[Sequence[str]], nodes: int) -> tuple[Edge, ...]:
+    """DARTS ``genotype()._parse`` on one cell's op strengths of shape (num_edges, n_ops).
+
+    ``edge_ops[e]`` names the columns of edge ``e`` (the same op set on every edge in DARTS;
+    P-DARTS prunes each edge to its own set). ``none`` is never chosen.
+    """
     gene: list[Edge] = []
     start = 0
     for i in range(nodes):
         n_in = 2 + i
-        w = weights[start : start + n_in][:, keep]  # (n_in, n_keep) without 'none'
-        strength = w.max(dim=1).values
+        best: list[tuple[float, str]] = []  # per input: (strength, op) of its best non-none op
+        for j in range(n_in):
+            names = edge_ops[start + j]
+            keep = [k for k, name in enumerate(names) if name != "none"]
+            if not keep:
+                raise ValueError("cannot derive a genotype from an op set that only has 'none'")
+            row = weights[start + j]
+            k_best = max(keep, key=lambda k: (float(row[k]), -k))  # ties: the first op
+            best.append((float(row[k_best]), names[k_best]))
         # Stable sort on -strength: ties go to the lower input index, as DARTS's sorted().
-        order = sorted(range(n_in), key=lambda j: -float(strength[j]))
+        order = sorted(range(n_in), key=lambda j: -best[j][0])
         for j in order[:2]:
-            gene.append((ops[keep[int(w[j].argmax())]], j))
+            gene.append((best[j][1], j))
         start += n_in
     return tuple(gene)
+
+
+def derive_from_strengths(
+    normal: Tensor,
+    reduce: Tensor,
+    normal_ops: Sequence[Sequence[str]],
+    reduce_ops: Sequence[Sequence[str]],
+    nodes: int,
+    max_normal_skips: int = 0,
+) -> Genotype:
+    """The DARTS rule on op strengths (softmax weights, possibly scaled per edge as PC-DARTS'
+    edge normalisation does), with each edge's own op names.
+
+    ``max_normal_skips > 0`` is P-DARTS' final restriction: while the normal cell holds more
+    skip connections than that, the chosen skip with the smallest strength is struck out (its
+    strength set to 0) and the cell derived again.
+    """
+    normal = normal.detach().float().cpu().clone()
+    reduce = reduce.detach().float().cpu()
+    normal_gene = _parse_cell(normal, normal_ops, nodes)
+    while max_normal_skips and _skips(normal_gene) > max_normal_skips:
+        weakest = min(
+            (float(normal[row, list(normal_ops[row]).index("skip_connect")]), row)
+            for row in _chosen_rows(normal_gene, "skip_connect")
+        )[1]
+        normal[weakest, list(normal_ops[weakest]).index("skip_connect")] = 0.0
+        normal_gene = _parse_cell(normal, normal_ops, nodes)
+    concat = tuple(range(2, 2 + nodes))
+    return Genotype(normal=normal_gene, normal_concat=concat,
+                    reduce=_parse_cell(reduce, reduce_ops, nodes), reduce_concat=concat)
+
+
+def _skips(gene: Sequence[Edge]) -> int:
+    return sum(op == "skip_connect" for op, _ in gene)
+
+
+def _chosen_rows(gene: Sequence[Edge], op_name: str) -> list[int]:
+    """Alpha rows of the genotype's edges that chose `op_name` (edge k feeds node k // 2)."""
+    rows = []
+    for k, (op, source) in enumerate(gene):
+        node = k // 2
+        if op == op_name:
+            rows.append(node * (node + 3) // 2 + source)
+    return rows
+
+
+def skip_count(genotype: Genotype) -> int:
+    """Skip connections in the normal cell: the count that signals DARTS' collapse."""
+    return _skips(genotype.normal)
 
 
 def derive_genotype(
@@ -92,16 +149,13 @@ def derive_genotype(
     for name, alpha in (("alpha_normal", alpha_normal), ("alpha_reduce", alpha_reduce)):
         if tuple(alpha.shape) != expected:
             raise ValueError(f"{name} has shape {tuple(alpha.shape)}, expected {expected}")
+    if not any(op != "none" for op in ops):
+        raise ValueError("cannot derive a genotype from an op set that only has 'none'")
     with torch.no_grad():
         w_normal = torch.softmax(alpha_normal.detach().float().cpu(), dim=-1)
         w_reduce = torch.softmax(alpha_reduce.detach().float().cpu(), dim=-1)
-    concat = tuple(range(2, 2 + nodes))
-    return Genotype(
-        normal=_parse_cell(w_normal, ops, nodes),
-        normal_concat=concat,
-        reduce=_parse_cell(w_reduce, ops, nodes),
-        reduce_concat=concat,
-    )
+    per_edge = [ops] * expected[0]
+    return derive_from_strengths(w_normal, w_reduce, per_edge, per_edge, nodes)
 
 
 def architecture_entropy(alpha: Tensor) -> Tensor:

@@ -88,9 +88,11 @@ class FusedSearchCell(_Cell):
     sum as in :class:`SearchCell`.
     """
 
-    def __init__(self, shape: CellShape, ops: tuple[str, ...]) -> None:
+    def __init__(self, shape: CellShape, ops: tuple[str, ...],
+                 mixed_channels: int | None = None) -> None:
         super().__init__(shape)
-        nodes, c, reduction = shape.nodes, shape.c, shape.reduction
+        nodes, reduction = shape.nodes, shape.reduction
+        c = mixed_channels or shape.c  # PC-DARTS runs the ops on a slice of the channels
         self.bundles = nn.ModuleList()
         order: list[int] = []
         for source in range(nodes + 1):  # the last node feeds no edge
@@ -169,7 +171,6 @@ class SuperNet(nn.Module):
         super().__init__()
         self.config = config = (config or SpaceConfig()).validate()
         self.fused = fused
-        cell_type = FusedSearchCell if fused else SearchCell
         c_curr = config.stem_multiplier * config.channels
         self.stem = nn.Sequential(
             nn.Conv2d(config.in_channels, c_curr, 3, padding=1, bias=False),
@@ -185,15 +186,23 @@ class SuperNet(nn.Module):
                 c_curr *= 2
             shape = CellShape(config.nodes, c_prev_prev, c_prev, c_curr, reduction,
                               reduction_prev)
-            cell = cell_type(shape, config.ops)
-            self.cells.append(cell)
+            self.cells.append(self._make_cell(shape, len(self.cells)))
             reduction_prev = reduction
             c_prev_prev, c_prev = c_prev, config.nodes * c_curr
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(c_prev, config.num_classes)
-        shape = (config.num_edges, len(config.ops))
+        shape = (config.num_edges, self._ops_per_edge())
         self.alpha_normal = nn.Parameter(1e-3 * torch.randn(shape))
         self.alpha_reduce = nn.Parameter(1e-3 * torch.randn(shape))
+
+    def _make_cell(self, shape: CellShape, index: int) -> nn.Module:
+        """Cell `index` of the network (a hook: the backbones in `variants` build their own)."""
+        cell_type = FusedSearchCell if self.fused else SearchCell
+        return cell_type(shape, self.config.ops)
+
+    def _ops_per_edge(self) -> int:
+        """Columns of an alpha matrix: candidate ops on each edge."""
+        return len(self.config.ops)
 
     channels_last = False
 
