@@ -127,17 +127,17 @@ def relu(b: Bounds, box: InputBox) -> Bounds:
     """ReLU: exact on the box; linear bounds by CROWN's relaxation (upper: the chord through
     (l, 0) and (u, u); lower: slope 1 when u > -l else 0, for unstable neurons)."""
     b = tighten(b, box)
-    l, u = b.lower, b.upper
-    out_l, out_u = l.clamp(min=0), u.clamp(min=0)
+    lo, u = b.lower, b.upper
+    out_l, out_u = lo.clamp(min=0), u.clamp(min=0)
     if not b.linear:
         return Bounds(out_l, out_u)
-    active, unstable = l >= 0, (l < 0) & (u > 0)
-    chord = u.clamp(min=0) / (u - l).clamp(min=1e-12)
+    active, unstable = lo >= 0, (lo < 0) & (u > 0)
+    chord = u.clamp(min=0) / (u - lo).clamp(min=1e-12)
     up_slope = torch.where(active, torch.ones_like(u), torch.where(unstable, chord,
                                                                    torch.zeros_like(u)))
-    up_shift = torch.where(unstable, -chord * l, torch.zeros_like(u))
-    low_slope = torch.where(active | (unstable & (u > -l)), torch.ones_like(l),
-                            torch.zeros_like(l))
+    up_shift = torch.where(unstable, -chord * lo, torch.zeros_like(u))
+    low_slope = torch.where(active | (unstable & (u > -lo)), torch.ones_like(lo),
+                            torch.zeros_like(lo))
     return Bounds(out_l, out_u, b.lA * low_slope.unsqueeze(1), b.lb * low_slope,
                   b.uA * up_slope.unsqueeze(1), b.ub * up_slope + up_shift)
 
@@ -161,9 +161,10 @@ def add(terms: list[tuple[Tensor | float, Bounds]]) -> Bounds:
 
 def cat(parts: list[Bounds]) -> Bounds:
     """Channel concatenation (dim 1 of activations, dim 2 of linear coefficients)."""
+    lower, upper = torch.cat([p.lower for p in parts], 1), torch.cat([p.upper for p in parts], 1)
     if not parts[0].linear:
-        return Bounds(torch.cat([p.lower for p in parts], 1), torch.cat([p.upper for p in parts], 1))
-    return Bounds(torch.cat([p.lower for p in parts], 1), torch.cat([p.upper for p in parts], 1),
+        return Bounds(lower, upper)
+    return Bounds(lower, upper,
                   torch.cat([p.lA for p in parts], 2), torch.cat([p.lb for p in parts], 1),
                   torch.cat([p.uA for p in parts], 2), torch.cat([p.ub for p in parts], 1))
 

@@ -23,6 +23,7 @@ _SKILL_MODULES: dict[str, str] = {
     "mwnet": "skillearn.trainables.mwnet",
     "mwnet_nas": "skillearn.trainables.mwnet_nas",
     "lfm_dr": "skillearn.trainables.lfm_dr",
+    "robust": "skillearn.trainables.robust",
     "ce": "skillearn.trainables.baselines:CE",
     "focal": "skillearn.trainables.baselines:FOCAL",
     "class_balanced": "skillearn.trainables.baselines:CLASS_BALANCED",
