@@ -340,23 +340,28 @@ def margin_lower_bound(net: SuperNet, x: Tensor, y: Tensor, eps: Tensor | float,
 
 @torch.no_grad()
 def certified_radius(net: SuperNet, x: Tensor, y: Tensor, method: str = "crown",
-                     max_eps: float | Tensor = 1.0, steps: int = 12,
+                     max_eps: float = 1.0, min_eps: float = 1e-5, steps: int = 10,
                      tensors: Mapping[str, Tensor] | None = None,
                      valid_range: tuple[Tensor, Tensor] | None = None,
                      scale: Tensor | float = 1.0) -> Tensor:
     """Per example, the largest eps (in units where the ball is ``eps * scale``, e.g. pixel
     units with ``scale = 1/std``) at which the margin bound was verified positive, found by
-    bisection on [0, max_eps]; 0 when not even eps = 0 is certified (a misclassified example).
-    Every value returned was verified, so it is a certified radius, not an estimate."""
+    bisection of log(eps) on [min_eps, max_eps] (radii of searched supernets span decades);
+    0 when not even ``min_eps`` is certified (e.g. a misclassified example). Every value
+    returned was verified, so it is a certified radius, not an estimate."""
     n = x.shape[0]
     shape = (n,) + (1,) * (x.dim() - 1)
-    lo = torch.zeros(n, dtype=x.dtype, device=x.device)
-    hi = torch.full_like(lo, float(max_eps))
-    clean = margin_lower_bound(net, x, y, 0.0, method, tensors, valid_range) > 0
+
+    def certified(eps: Tensor) -> Tensor:
+        return margin_lower_bound(net, x, y, eps.reshape(shape) * scale, method, tensors,
+                                  valid_range) > 0
+
+    lo = torch.full((n,), float(min_eps), dtype=x.dtype, device=x.device).log()
+    hi = torch.full_like(lo, float(max_eps)).log()
+    found = certified(lo.exp())
     for _ in range(steps):
         mid = (lo + hi) / 2
-        ok = margin_lower_bound(net, x, y, mid.reshape(shape) * scale, method, tensors,
-                                valid_range) > 0
+        ok = certified(mid.exp())
         lo = torch.where(ok, mid, lo)
         hi = torch.where(ok, hi, mid)
-    return torch.where(clean, lo, torch.zeros_like(lo))
+    return torch.where(found, lo.exp(), torch.zeros_like(lo))

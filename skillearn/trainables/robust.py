@@ -135,7 +135,7 @@ def build(setup: Setup) -> Built:
                                              steps=cfg["pgd_steps"], generator=gen), eval_y),
                 "attack_eps": budget,
                 "cert_radius_mean": float(certified_radius(  # always the tighter bound
-                    net, eval_x[:n_cert], eval_y[:n_cert], "crown", max_eps=1.0, steps=10,
+                    net, eval_x[:n_cert], eval_y[:n_cert], "crown", max_eps=1.0, steps=8,
                     valid_range=(space.lo, space.hi), scale=space.scale).mean()),
             })
         return metrics
@@ -181,8 +181,9 @@ SKILL = Skill(
                              "(0: the whole batch)", low=0, high=8192),
         "robust_eval_size": Knob(64, "test examples attacked and certified per evaluation",
                                  low=1, high=100_000),
-        "cert_eval_size": Knob(32, "of those, examples whose certified radius is found (CROWN "
-                               "bisection, 11 bounds each)", low=1, high=100_000),
+        "cert_eval_size": Knob(16, "of those, examples whose certified radius is found (CROWN, "
+                               "log-bisection on [1e-5, 1]: 9 bounds each)", low=1,
+                               high=100_000),
         "robust_every": Knob(1, "attack and certify every this many epochs (0: never)",
                              low=0, high=10_000),
         "attack_eps": Knob(0.0, "l_inf budget of FGSM/PGD in [0, 1] pixels (0: 8/255 colour, "
