@@ -5,6 +5,8 @@ FGSM/PGD attacks against known optima."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -144,6 +146,26 @@ def test_bound_at_zero_radius_is_the_true_margin_and_crown_is_tighter():
         assert torch.allclose(margin_lower_bound(net, x, y, 0.0, method), exact, atol=1e-5)
     ibp, crown = (margin_lower_bound(net, x, y, 0.05, m) for m in ("ibp", "crown"))
     assert (crown - ibp).mean() > 0.1 * (exact - ibp).mean()  # strictly tighter on average
+
+
+def test_bound_stays_sound_on_an_ill_conditioned_supernet():
+    """A searched supernet's eval-mode BNs (small running variances) amplify the radius ~1e9x;
+    float32 rounding in the linear bounds is amplified alike. The bound must still never pass
+    the true margin, and the certified radius (float64) must be verified."""
+    net = tiny_supernet(PRIMITIVES, True, 0)
+    with torch.no_grad():
+        for name, buf in net.named_buffers():
+            if name.endswith("running_var"):
+                buf.fill_(1e-4)
+    x = torch.randn(5, 1, 6, 6)
+    y = net(x).argmax(1)
+    exact = true_margin(net, x, y)
+    for eps in (0.0, 1e-7, 1e-5):
+        for method in ("ibp", "crown"):
+            assert (margin_lower_bound(net, x, y, eps, method) <= exact + 1e-4 * exact.abs()).all()
+    radius = certified_radius(net, x, y, "crown", min_eps=1e-12, steps=8)
+    x64, net64 = x.double(), copy.deepcopy(net).double()
+    assert (margin_lower_bound(net64, x64, y, radius.view(-1, 1, 1, 1), "crown") > 0).all()
 
 
 @pytest.mark.parametrize("method", ["ibp", "crown"])

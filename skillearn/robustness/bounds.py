@@ -58,18 +58,24 @@ class Bounds:
 @dataclass
 class InputBox:
     """The input set: per-coordinate ``[x_lo, x_hi]`` (an l_inf ball, clipped to the data's
-    valid range), flattened (N, D) for concretising linear bounds."""
+    valid range), flattened (N, D). Linear bounds are functions of ``delta = x - center``: at
+    a small radius the offsets carry the value and the coefficients only the spread, so float
+    cancellation in ``A . x`` (coefficients of 1e6 behind a searched supernet's BatchNorms)
+    cannot produce a bound above the true margin."""
 
     lo: Tensor
     hi: Tensor
 
+    @property
+    def center(self) -> Tensor:
+        return (self.hi + self.lo) / 2
+
     def concretize(self, a: Tensor, b: Tensor, upper: bool) -> Tensor:
-        """min (or max) of ``a . x + b`` over the box, for ``a`` (N, D, *S)."""
+        """min (or max) of ``a . delta + b`` over the box, for ``a`` (N, D, *S)."""
         shape = (a.shape[0], a.shape[1]) + (1,) * (a.dim() - 2)
-        lo, hi = self.lo.reshape(shape), self.hi.reshape(shape)
-        center, radius = (hi + lo) / 2, (hi - lo) / 2
-        sign = 1.0 if upper else -1.0
-        return (a * center).sum(1) + sign * (a.abs() * radius).sum(1) + b
+        radius = ((self.hi - self.lo) / 2).reshape(shape)
+        spread = (a.abs() * radius).sum(1)
+        return b + spread if upper else b - spread
 
 
 # --------------------------------------------------------------------------- bound primitives
@@ -260,9 +266,9 @@ def supernet_bounds(net: SuperNet, tensors: Mapping[str, Tensor], box: InputBox,
     b = Bounds(x_lo, x_hi)
     if linear:
         eye = torch.eye(d, dtype=x_lo.dtype, device=x_lo.device).expand(n, d, d)
-        zero = torch.zeros_like(x_lo)
-        b = Bounds(x_lo, x_hi, eye.reshape(n, d, *x_shape[1:]), zero,
-                   eye.reshape(n, d, *x_shape[1:]), zero)
+        center = box.center.reshape(x_shape)  # x = center + delta
+        b = Bounds(x_lo, x_hi, eye.reshape(n, d, *x_shape[1:]), center,
+                   eye.reshape(n, d, *x_shape[1:]), center)
     r = _Reader(tensors, box)
     stem = r.batch_norm(r.conv(b, "stem.0", padding=1), "stem.1")
     w_normal = torch.softmax(tensors["alpha_normal"], dim=-1)
@@ -334,8 +340,21 @@ def margin_lower_bound(net: SuperNet, x: Tensor, y: Tensor, eps: Tensor | float,
         lb = (torch.einsum("nkf,nf->nk", pos, features.lb)
               + torch.einsum("nkf,nf->nk", neg, features.ub) + offset)
         margins = torch.maximum(margins, box.concretize(la, lb, upper=False))
+    # A lower bound can never exceed the margin at a point of the ball (the box's centre, an
+    # exact forward pass with eval-mode BN): this also caps float rounding, which a supernet
+    # whose bounds amplify the radius by ~1e9 can blow up to O(1) in float32.
+    centre = InputBox(box.center, box.center)
+    point, _, _ = supernet_bounds(net, named, centre, tuple(x.shape), linear=False)
+    margins = torch.minimum(margins, torch.einsum("nkf,nf->nk", spec, point.lower) + offset)
     own = F.one_hot(y, margins.shape[1]).bool()
     return margins.masked_fill(own, float("inf")).amin(dim=1)
+
+
+def float64_tensors(net: SuperNet, tensors: Mapping[str, Tensor] | None = None
+                    ) -> dict[str, Tensor]:
+    """Every tensor of ``net`` (``tensors`` substituted) in float64, for certification."""
+    merged = {**dict(net.named_buffers()), **dict(net.named_parameters()), **(tensors or {})}
+    return {k: v.detach().double() if v.is_floating_point() else v for k, v in merged.items()}
 
 
 @torch.no_grad()
@@ -348,7 +367,14 @@ def certified_radius(net: SuperNet, x: Tensor, y: Tensor, method: str = "crown",
     units with ``scale = 1/std``) at which the margin bound was verified positive, found by
     bisection of log(eps) on [min_eps, max_eps] (radii of searched supernets span decades);
     0 when not even ``min_eps`` is certified (e.g. a misclassified example). Every value
-    returned was verified, so it is a certified radius, not an estimate."""
+    returned was verified -- in float64, as float32 rounding is amplified like the radius --
+    so it is a certified radius, not an estimate."""
+    tensors = float64_tensors(net, tensors)
+    x = x.double()
+    if valid_range is not None:
+        valid_range = (valid_range[0].double(), valid_range[1].double())
+    if isinstance(scale, Tensor):
+        scale = scale.double()
     n = x.shape[0]
     shape = (n,) + (1,) * (x.dim() - 1)
 

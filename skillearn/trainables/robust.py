@@ -135,8 +135,8 @@ def build(setup: Setup) -> Built:
                                              steps=cfg["pgd_steps"], generator=gen), eval_y),
                 "attack_eps": budget,
                 "cert_radius_mean": float(certified_radius(  # always the tighter bound
-                    net, eval_x[:n_cert], eval_y[:n_cert], "crown", max_eps=1.0, steps=8,
-                    valid_range=(space.lo, space.hi), scale=space.scale).mean()),
+                    net, eval_x[:n_cert], eval_y[:n_cert], "crown", max_eps=1.0, min_eps=1e-9,
+                    steps=8, valid_range=(space.lo, space.hi), scale=space.scale).mean()),
             })
         return metrics
 
@@ -182,7 +182,7 @@ SKILL = Skill(
         "robust_eval_size": Knob(64, "test examples attacked and certified per evaluation",
                                  low=1, high=100_000),
         "cert_eval_size": Knob(16, "of those, examples whose certified radius is found (CROWN, "
-                               "log-bisection on [1e-5, 1]: 9 bounds each)", low=1,
+                               "log-bisection on [1e-9, 1]: 9 bounds each)", low=1,
                                high=100_000),
         "robust_every": Knob(1, "attack and certify every this many epochs (0: never)",
                              low=0, high=10_000),
