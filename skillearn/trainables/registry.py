@@ -27,6 +27,7 @@ _SKILL_MODULES: dict[str, str] = {
     "lpt": "skillearn.trainables.lpt",
     "il": "skillearn.trainables.il",
     "fair": "skillearn.trainables.fair",
+    "robust": "skillearn.trainables.robust",
     "ce": "skillearn.trainables.baselines:CE",
     "focal": "skillearn.trainables.baselines:FOCAL",
     "class_balanced": "skillearn.trainables.baselines:CLASS_BALANCED",
