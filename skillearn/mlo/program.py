@@ -194,17 +194,18 @@ class MultilevelProgram:
                 v_g, xi = steps[lower_name].pull_back(v)
             contributions = self._mixed_vjp(lower, seen_by_lower, batches, v_g, inputs, product,
                                             options)
+            # foreach: one kernel per list instead of one or two per parameter tensor
             offset = len(own) if direct else 0
-            for i in range(offset):
-                hyper[i] = hyper[i] - xi * contributions[i]
+            if offset:
+                hyper = list(torch._foreach_add(hyper, contributions[:offset], alpha=-xi))
             for r in below:
                 n = len(below_leaves[r])
-                part = [-xi * c for c in contributions[offset : offset + n]]
+                part = contributions[offset : offset + n]
                 offset += n
                 if r in cotangents:
-                    cotangents[r] = [a + b for a, b in zip(cotangents[r], part, strict=True)]
+                    cotangents[r] = list(torch._foreach_add(cotangents[r], part, alpha=-xi))
                 else:
-                    cotangents[r] = part
+                    cotangents[r] = list(torch._foreach_mul(part, -xi))
         return dict(zip(own_keys, hyper, strict=True)), loss.detach()
 
     def method_of(self, name: str, override: str | None = None) -> str:
