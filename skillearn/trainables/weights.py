@@ -85,7 +85,7 @@ def _swapped_call(
     targets = []
     for key, tensor in changed.items():
         slot = slots.get(key)
-        if slot is None or slot[0].get(slot[1]) is not own[key]:
+        if slot is None or slot[0].get(slot[1]) is not own.get(key):
             return _NOT_SWAPPED
         targets.append((slot[0], slot[1], tensor))
     for registry, attr, tensor in targets:
