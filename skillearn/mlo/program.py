@@ -194,18 +194,20 @@ class MultilevelProgram:
                 v_g, xi = steps[lower_name].pull_back(v)
             contributions = self._mixed_vjp(lower, seen_by_lower, batches, v_g, inputs, product,
                                             options)
-            # foreach: one kernel per list instead of one or two per parameter tensor
+            # foreach: one kernel per list, not one or two per tensor; the product is rounded
+            # before the sum, as `h - xi * c` is (an add with alpha could fuse the two)
             offset = len(own) if direct else 0
             if offset:
-                hyper = list(torch._foreach_add(hyper, contributions[:offset], alpha=-xi))
+                hyper = list(torch._foreach_sub(hyper, torch._foreach_mul(
+                    contributions[:offset], xi)))
             for r in below:
                 n = len(below_leaves[r])
-                part = contributions[offset : offset + n]
+                part = list(torch._foreach_mul(contributions[offset : offset + n], -xi))
                 offset += n
                 if r in cotangents:
-                    cotangents[r] = list(torch._foreach_add(cotangents[r], part, alpha=-xi))
+                    cotangents[r] = list(torch._foreach_add(cotangents[r], part))
                 else:
-                    cotangents[r] = list(torch._foreach_mul(part, -xi))
+                    cotangents[r] = part
         return dict(zip(own_keys, hyper, strict=True)), loss.detach()
 
     def method_of(self, name: str, override: str | None = None) -> str:
