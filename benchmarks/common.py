@@ -2,6 +2,11 @@
 
 Timing: CPU steps are timed with ``time.perf_counter`` (CPU ops are synchronous); CUDA steps
 with a pair of ``torch.cuda.Event(enable_timing=True)`` and a synchronize after each step.
+``SKILLEARN_BENCH_CLOCK=process`` times CPU steps by the process's CPU time
+(``time.process_time``) instead: on a box shared with other jobs a wall-clock step also counts
+the time slices the scheduler gave to them (steps of a few ms come out in multiples of ~4.5 ms
+at a load of 8 on 2 cores), while CPU time does not. With one torch thread and an idle box the
+two agree; with several threads CPU time sums them, so use it with `--threads 1`.
 Methods under comparison are interleaved round-robin, one step each per round, with the
 starting method rotated every round, because CPU step times drift by +-20% over a run and
 other processes share the cores; a ratio of medians taken in the same rounds cancels most of
@@ -116,6 +121,15 @@ def summarize(samples_s: Sequence[float]) -> TimingSummary:
     return TimingSummary(median, q1, q3, q3 - q1, len(ms), tuple(ms))
 
 
+def cpu_clock() -> Callable[[], float]:
+    """The clock CPU steps are timed with: wall time, or the process's CPU time when
+    ``SKILLEARN_BENCH_CLOCK=process`` (see the module docstring)."""
+    import time
+
+    return time.process_time if os.environ.get("SKILLEARN_BENCH_CLOCK") == "process" else (
+        time.perf_counter)
+
+
 def time_one(step: StepFn, device: torch.device) -> float:
     """Seconds taken by one call of `step`, device work included."""
     if device.type == "cuda":
@@ -125,11 +139,10 @@ def time_one(step: StepFn, device: torch.device) -> float:
         end.record()
         torch.cuda.synchronize(device)
         return start.elapsed_time(end) / 1000.0
-    import time
-
-    started = time.perf_counter()
+    clock = cpu_clock()
+    started = clock()
     step()
-    return time.perf_counter() - started
+    return clock() - started
 
 
 def time_interleaved(

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -30,7 +29,14 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks import cases
-from benchmarks.common import environment, format_table, resolve_device, synchronize, write_json
+from benchmarks.common import (
+    cpu_clock,
+    environment,
+    format_table,
+    resolve_device,
+    synchronize,
+    write_json,
+)
 from skillearn.trainables.registry import get_skill
 from skillearn.trainables.setup import Setup
 
@@ -71,7 +77,7 @@ class PhaseClock:
 
     def _seconds(self) -> float:
         synchronize(self.device)
-        return time.perf_counter()
+        return cpu_clock()()
 
     def step(self, step: Callable[[], Any]) -> dict[str, float]:
         self.current = defaultdict(float)
@@ -130,10 +136,10 @@ def measure(size: str, skill: str, method: str, device: torch.device, steps: int
     phase_s: dict[str, list[float]] = defaultdict(list)
     for round_index in range(warmup + steps):
         synchronize(device)
-        started = time.perf_counter()
+        started = cpu_clock()()
         plain()
         synchronize(device)
-        plain_seconds = time.perf_counter() - started
+        plain_seconds = cpu_clock()() - started
         phases = clock.step(lambda: built.program.step(batches))
         if round_index >= warmup:
             plain_s.append(plain_seconds)

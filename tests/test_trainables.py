@@ -178,3 +178,25 @@ def test_call_with_swaps_only_what_differs_and_keeps_tied_weights_tied() -> None
     zeros = {"0.weight": torch.zeros(3, 3)}
     assert torch.equal(call_with(tied, zeros, (x,)), functional_call(tied, zeros, (x,)))
     assert not torch.equal(call_with(tied, zeros, (x,)), tied(x))
+
+
+def test_call_with_swaps_parameters_and_buffers_and_restores_them_even_on_error() -> None:
+    from torch import nn
+    from torch.func import functional_call
+
+    from skillearn.trainables.weights import call_with
+
+    torch.manual_seed(0)
+    x = torch.randn(4, 3)
+    net = nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3)).eval()
+    own = {**dict(net.named_parameters()), **dict(net.named_buffers())}
+    swapped = {"0.weight": own["0.weight"].detach() * 2, "1.running_mean": torch.ones(3)}
+    expected = functional_call(net, swapped, (x,))
+    assert torch.equal(call_with(net, swapped, (x,)), expected)
+    assert not torch.equal(net(x), expected)
+    assert all(t is own[k] for k, t in [*net.named_parameters(), *net.named_buffers()])
+    with pytest.raises(RuntimeError):  # a wrong shape fails inside the forward
+        call_with(net, {"0.weight": torch.zeros(2, 2)}, (x,))
+    assert all(t is own[k] for k, t in [*net.named_parameters(), *net.named_buffers()])
+    # a name the module does not register is left to functional_call (which ignores it here)
+    assert torch.equal(call_with(net, {"nope": torch.zeros(1)}, (x,)), net(x))

@@ -43,6 +43,21 @@ def like_params(params: Tensors, tensors: Tensors) -> list[torch.Tensor]:
             for p, t in zip(params, tensors, strict=True)]
 
 
+def add_like_params(params: Tensors, others: Tensors, alpha: float = 1.0) -> list[torch.Tensor]:
+    """params + alpha * others, each result in its parameter's memory layout (`like_params`).
+
+    Where the layouts already agree this is one foreach add. Where they differ (the NCHW
+    gradients of NHWC weights: nearly every tensor of a channels-last supernet) each sum is
+    written straight into a tensor shaped like its parameter, one kernel per tensor instead of
+    an add and then a layout copy. Same values either way.
+    """
+    params, others = list(params), list(others)
+    if all(o.stride() == p.stride() for p, o in zip(params, others, strict=True)):
+        return like_params(params, torch._foreach_add(params, others, alpha=alpha))
+    return [torch.add(p, o, alpha=alpha, out=torch.empty_like(p))
+            for p, o in zip(params, others, strict=True)]
+
+
 def mixed_vjp_exact(
     loss_at: Callable[[Tensors], torch.Tensor],
     w: Tensors,
@@ -78,8 +93,8 @@ def mixed_vjp_finite_difference(
     eps = radius / (global_norm(v) + 1e-12)
     with torch.no_grad():
         step = torch._foreach_mul(list(v), eps)
-        w_plus = like_params(w, torch._foreach_add(list(w), step))
-        w_minus = like_params(w, torch._foreach_sub(list(w), step))
+        w_plus = add_like_params(w, step)
+        w_minus = add_like_params(w, step, alpha=-1.0)
     with torch.enable_grad():
         grads_plus = _grad_or_zeros(loss_at(w_plus), inputs)
         grads_minus = _grad_or_zeros(loss_at(w_minus), inputs)

@@ -204,15 +204,18 @@ class MultilevelProgram:
                 v_g, xi = steps[lower_name].pull_back(v)
             contributions = self._mixed_vjp(lower, seen_by_lower, batches, v_g, inputs, product,
                                             options)
+            # foreach: one kernel per list, not one or two per tensor; the product is rounded
+            # before the sum, as `h - xi * c` is (an add with alpha could fuse the two)
             offset = len(own) if direct else 0
-            for i in range(offset):
-                hyper[i] = hyper[i] - xi * contributions[i]
+            if offset:
+                hyper = list(torch._foreach_sub(hyper, torch._foreach_mul(
+                    contributions[:offset], xi)))
             for r in below:
                 n = len(below_leaves[r])
-                part = [-xi * c for c in contributions[offset : offset + n]]
+                part = list(torch._foreach_mul(contributions[offset : offset + n], -xi))
                 offset += n
                 if r in cotangents:
-                    cotangents[r] = [a + b for a, b in zip(cotangents[r], part, strict=True)]
+                    cotangents[r] = list(torch._foreach_add(cotangents[r], part))
                 else:
                     cotangents[r] = part
         return dict(zip(own_keys, hyper, strict=True)), loss.detach()

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from skillearn.errors import SkillearnError
-from skillearn.mlo.hypergrad import like_params
+from skillearn.mlo.hypergrad import add_like_params, like_params
 from skillearn.mlo.level import Level, ParamDict, Projection
 
 # torch.optim classes whose step is mirrored here; subclasses may step differently and are not.
@@ -157,8 +157,7 @@ def _sgd_step(
             slope = [1.0 + momentum * s for s in slope]
         else:
             direction = new_buffers
-    values = torch._foreach_add(params, direction, alpha=-lr)
-    return list(values), [lr * s for s in slope]
+    return add_like_params(params, direction, alpha=-lr), [lr * s for s in slope]
 
 
 def _adam_step(

@@ -30,6 +30,8 @@ def clone_weights(
 
 _OWN_TENSORS: WeakKeyDictionary[torch.nn.Module, dict[str, torch.Tensor]] = WeakKeyDictionary()
 _UNTIED: WeakKeyDictionary[torch.nn.Module, bool] = WeakKeyDictionary()
+_SLOTS: WeakKeyDictionary[torch.nn.Module, dict[str, tuple[dict, str]]] = WeakKeyDictionary()
+_NOT_SWAPPED = object()  # `_swapped_call` declined: fall back to `functional_call`
 
 
 def _own_tensors(net: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -52,6 +54,49 @@ def _has_no_tied_tensors(net: torch.nn.Module) -> bool:
     return untied
 
 
+def _slots(net: torch.nn.Module) -> dict[str, tuple[dict, str]]:
+    """Where each of `net`'s tensors is registered: name -> (its module's `_parameters` or
+    `_buffers` dict, attribute), found once per module (as `_own_tensors` is)."""
+    slots = _SLOTS.get(net)
+    if slots is None:
+        slots = {}
+        for prefix, module in net.named_modules():
+            for registry in (module._parameters, module._buffers):
+                for attr, tensor in registry.items():
+                    if tensor is not None:
+                        slots[f"{prefix}.{attr}" if prefix else attr] = (registry, attr)
+        _SLOTS[net] = slots
+    return slots
+
+
+def _swapped_call(
+    net: torch.nn.Module,
+    changed: Mapping[str, torch.Tensor],
+    own: Mapping[str, torch.Tensor],
+    args: tuple,
+    kwargs: Mapping[str, object],
+) -> object:
+    """`functional_call(net, changed, ...)` for an untied module, without its per-call setup:
+    the swap writes the same registry slots `functional_call` writes (a module's `_parameters`
+    or `_buffers` entry), from a map built once, and restores them however the call ends.
+    Returns `_NOT_SWAPPED` when a name is not one of the module's registered tensors or its slot
+    no longer holds the tensor `own` knew (then `functional_call` handles it)."""
+    slots = _slots(net)
+    targets = []
+    for key, tensor in changed.items():
+        slot = slots.get(key)
+        if slot is None or slot[0].get(slot[1]) is not own.get(key):
+            return _NOT_SWAPPED
+        targets.append((slot[0], slot[1], tensor))
+    for registry, attr, tensor in targets:
+        registry[attr] = tensor
+    try:
+        return net(*args, **kwargs)
+    finally:
+        for key, (registry, attr, _) in zip(changed, targets, strict=True):
+            registry[attr] = own[key]
+
+
 def call_with(
     net: torch.nn.Module,
     tensors: Mapping[str, torch.Tensor],
@@ -62,14 +107,19 @@ def call_with(
 
     Per-pass overhead matters on small networks (the engine evaluates a loss 4-6 times per
     step): a loss at the module's current weights calls it directly, and a module without tied
-    tensors skips `functional_call`'s untie walk. Either way the same tensors are used.
+    tensors swaps its registry slots directly (`_swapped_call`) instead of paying
+    `functional_call`'s untie walk and accessor setup. Either way the same tensors are used.
     """
     own = _own_tensors(net)
     changed = {k: v for k, v in tensors.items() if own.get(k) is not v}
     if not changed:
         return net(*args, **(kwargs or {}))
-    return functional_call(net, changed, args, dict(kwargs or {}),
-                           tie_weights=not _has_no_tied_tensors(net))
+    untied = _has_no_tied_tensors(net)
+    if untied:
+        out = _swapped_call(net, changed, own, args, kwargs or {})
+        if out is not _NOT_SWAPPED:
+            return out
+    return functional_call(net, changed, args, dict(kwargs or {}), tie_weights=not untied)
 
 
 def run_with(
