@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -226,6 +227,8 @@ def test_every_backbone_composes_with_lfm() -> None:
     (metrics,) = reporter.metrics
     assert find_artifact(metrics, ArchitectureWeights) is not None and "hessian_eig" in metrics
     assert {"time_w1_s", "time_w2_s"} <= set(metrics) and metrics["skip_count"] >= 0
+    if sys.platform.startswith("linux"):  # peak memory per level (the CPU counter is Linux's)
+        assert all(metrics[f"mem_{level}_mb"] > 0 for level in ("w1", "w2", "arch"))
 
 
 def test_backbone_settings_are_checked_and_presets_filled() -> None:

@@ -229,6 +229,7 @@ class BackboneRun:
         trained = self.epoch
         self.epoch += 1
         metrics.update({f"time_{name}_s": s for name, s in self.timer.collect().items()})
+        metrics.update({f"mem_{name}_mb": mb for name, mb in self.timer.collect_memory().items()})
         architecture = self.built.architecture
         genotype = architecture.genotype() if architecture is not None else None
         if genotype is not None:

@@ -7,8 +7,6 @@ a Python loop, in a test, or as a Ray Tune trial (the platform passes `tune.repo
 from __future__ import annotations
 
 import math
-import resource
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -20,6 +18,7 @@ import torch
 from skillearn.artifacts import ARTIFACTS_KEY, EpochReport, artifacts_payload, rows_table
 from skillearn.data import BatchStream, DataBundle, data_spec, load_data
 from skillearn.data.augment import training_augmentation
+from skillearn.mlo.timing import process_peak_mb
 from skillearn.trainables.architecture import architecture_report
 from skillearn.trainables.backbones import BackboneRun
 from skillearn.trainables.checkpoint import load_checkpoint, save_checkpoint
@@ -45,11 +44,9 @@ def seed_everything(seed: int) -> None:
 
 
 def peak_memory_mb(device: torch.device) -> float:
-    """Peak GPU memory on CUDA, else this process's peak resident set size."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
+    """Peak GPU memory on CUDA, else this process's peak resident set size (over the per-level
+    measurements too, which reset the counters)."""
+    return process_peak_mb(device)
 
 
 def run_skill(
