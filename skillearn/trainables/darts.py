@@ -15,6 +15,9 @@ The learned quantity, alpha, is logged per epoch (genotype, entropy, alpha evolu
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
@@ -23,6 +26,22 @@ from skillearn.mlo import Level
 from skillearn.trainables.architecture import ArchitectureState
 from skillearn.trainables.setup import Built, Setup, build_supernet, program_for
 from skillearn.trainables.weights import count_parameters, run_with
+
+
+def darts_levels(weights: Any, arch: Any, train_loss: Any, arch_loss: Any,
+                 cfg: Mapping[str, Any]) -> list[Level]:
+    """DARTS' two levels with its optimizers (momentum SGD + cosine for the weights, Adam for
+    the architecture): skills that only change a loss (e.g. `robust`) reuse them."""
+    w_opt = torch.optim.SGD(weights.values(), lr=cfg["w_lr"], momentum=0.9,
+                            weight_decay=cfg["w_wd"])
+    a_opt = torch.optim.Adam(arch.values(), lr=cfg["arch_lr"], betas=(0.5, 0.999),
+                             weight_decay=cfg["arch_wd"])
+    return [
+        Level("weights", weights, w_opt, train_loss, grad_clip=5.0,
+              scheduler=torch.optim.lr_scheduler.CosineAnnealingLR(
+                  w_opt, T_max=cfg["epochs"], eta_min=cfg["w_lr_min"])),
+        Level("arch", arch, a_opt, arch_loss, reads_lower=("weights",)),
+    ]
 
 
 def build(setup: Setup) -> Built:
@@ -38,17 +57,7 @@ def build(setup: Setup) -> Built:
         x, y, _ = b["val"]
         return F.cross_entropy(run_with(net, x, p["weights"], p["arch"]), y)
 
-    w_opt = torch.optim.SGD(weights.values(), lr=cfg["w_lr"], momentum=0.9,
-                            weight_decay=cfg["w_wd"])
-    a_opt = torch.optim.Adam(arch.values(), lr=cfg["arch_lr"], betas=(0.5, 0.999),
-                             weight_decay=cfg["arch_wd"])
-    levels = [
-        Level("weights", weights, w_opt, train_loss, grad_clip=5.0,
-              scheduler=torch.optim.lr_scheduler.CosineAnnealingLR(
-                  w_opt, T_max=cfg["epochs"], eta_min=cfg["w_lr_min"])),
-        Level("arch", arch, a_opt, val_loss, reads_lower=("weights",)),
-    ]
-    program = program_for(levels, cfg)
+    program = program_for(darts_levels(weights, arch, train_loss, val_loss, cfg), cfg)
     return Built(
         program=program,
         predict=net,

@@ -26,7 +26,6 @@ import torch.nn.functional as F
 
 from skillearn.artifacts import EpochReport
 from skillearn.knobs import ConfigError, Knob, Skill
-from skillearn.mlo import Level
 from skillearn.robustness import (
     BOUND_METHODS,
     JACOBIAN_NORMS,
@@ -41,6 +40,7 @@ from skillearn.robustness import (
 from skillearn.search_spaces.darts import SuperNet
 from skillearn.trainables.architecture import ArchitectureState
 from skillearn.trainables.darts import SKILL as DARTS
+from skillearn.trainables.darts import darts_levels
 from skillearn.trainables.setup import Built, Setup, build_supernet, program_for
 from skillearn.trainables.weights import count_parameters, run_with
 
@@ -109,16 +109,7 @@ def build(setup: Setup) -> Built:
                                 float(state["cert_eps"]))
         return loss - cfg["gamma"] * robustness(parts)
 
-    w_opt = torch.optim.SGD(weights.values(), lr=cfg["w_lr"], momentum=0.9,
-                            weight_decay=cfg["w_wd"])
-    a_opt = torch.optim.Adam(arch.values(), lr=cfg["arch_lr"], betas=(0.5, 0.999),
-                             weight_decay=cfg["arch_wd"])
-    levels = [
-        Level("weights", weights, w_opt, train_loss, grad_clip=5.0,
-              scheduler=torch.optim.lr_scheduler.CosineAnnealingLR(
-                  w_opt, T_max=cfg["epochs"], eta_min=cfg["w_lr_min"])),
-        Level("arch", arch, a_opt, arch_loss, reads_lower=("weights",)),
-    ]
+    levels = darts_levels(weights, arch, train_loss, arch_loss, cfg)
     eval_x = setup.data.test.x[: cfg["robust_eval_size"]].to(setup.device)
     eval_y = setup.data.test.y[: cfg["robust_eval_size"]].to(setup.device)
     budget = attack_budget(cfg, setup.data.input_shape)
